@@ -1,0 +1,128 @@
+"""Offline fixtures: a tiny tokenizer and causal LM built locally and loaded by path, and small preference data."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+from datasets import Dataset  # noqa: E402
+
+WORDS = ["the", "a", "good", "bad", "great", "awful", "movie", "film", "book", "day", "food", "service", "plot", "acting", "story", "was", "is", "very", "quite", "not", "really", "loved", "hated", "enjoyed", "boring", "fun", "slow", "fast", "kind", "rude", "happy", "sad", "nice", "terrible", "excellent", "fine", "ok", "so", "and", "but", "it", "this"]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def build_tiny_model(path: str, arch: str = "qwen2") -> str:
+    """A word-level BPE tokenizer and a 2-layer causal LM with random weights, saved to `path`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    rng = random.Random(0)
+    corpus = [_sentence(rng, 12) for _ in range(400)]
+    specials = ["<|pad|>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus, trainer)
+    from tokenizers import decoders
+
+    tok.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>", chat_template=CHAT_TEMPLATE
+    )
+    if arch == "qwen2":
+        from transformers import Qwen2Config
+
+        config = Qwen2Config(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+        )  # fmt: skip
+    else:
+        from transformers import LlamaConfig
+
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        )  # fmt: skip
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    import torch
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny-qwen2")))
+
+
+def make_preference_dataset(n: int = 16, seed: int = 0, conversational: bool = False, scores: bool = True) -> Dataset:
+    """Short random pairs with UltraFeedback-style scores (chosen >= rejected)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt, chosen, rejected = (
+            _sentence(rng, 4),
+            _sentence(rng, rng.randint(2, 6)),
+            _sentence(rng, rng.randint(2, 6)),
+        )
+        row = (
+            {
+                "prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+            if conversational
+            else {"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected}
+        )
+        if scores:
+            score_rejected = rng.randint(1, 9)
+            row["score_rejected"] = float(score_rejected)
+            row["score_chosen"] = float(rng.randint(score_rejected, 10))
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def base_args(output_dir, **overrides) -> dict:
+    """Small, deterministic, CPU-only training arguments."""
+    args = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        seed=42,
+        beta=0.5,
+        max_length=64,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    args.update(overrides)
+    return args

@@ -1,0 +1,229 @@
+"""`DPOTrainer` subclasses: MMPO soft targets (and, in `gamma_po.py`, gamma-PO dynamic margins).
+
+TRL 1.x's `DPOTrainer` has no per-example loss hook, so `_compute_loss` is re-implemented here, short: the policy
+forward through TRL's fused LM head, the reference log-probs through TRL's public `compute_ref_log_probs` (which
+handles a separate reference model, PEFT's adapter-disabled base and no-grad) or TRL's precomputed columns, then the
+one loss of this package, `soft_target_loss(z - gamma_i, p_i)`, and TRL's reward metrics. Everything else (data
+preparation, collation, reference model loading, PEFT, DeepSpeed/FSDP, precompute, evaluation) is TRL's own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from collections import defaultdict
+from typing import Any
+
+import torch
+import trl.trainer.dpo_trainer as _trl_dpo
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from .config import MMPOConfig, upgrade_config
+from .data import MARGIN_COLUMN, add_margin_column
+from .evaluation import brier_score, expected_calibration_error
+from .losses import soft_target_loss, soft_target_probs
+
+# Batch entries that are not model inputs (TRL's own, plus our margin)
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", MARGIN_COLUMN}
+
+
+@dataclasses.dataclass
+class MarginDataCollator(DataCollatorForPreference):
+    """TRL's `DataCollatorForPreference` that also carries each pair's margin (`MARGIN_COLUMN`) as a float tensor."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super().torch_call(examples)
+        if MARGIN_COLUMN in examples[0]:
+            output[MARGIN_COLUMN] = torch.tensor([float(ex[MARGIN_COLUMN]) for ex in examples], dtype=torch.float32)
+        return output
+
+
+@contextlib.contextmanager
+def _without_reference_model_load(trainer: DPOTrainer):
+    """Make `DPOTrainer.__init__` skip loading a reference copy of the policy (reference-free rewards need none).
+
+    `DPOTrainer` loads a policy given by path before `Trainer.__init__` and the reference copy after it, both with
+    `create_model_from_path`; the reference call is the one made once the accelerator exists.
+    """
+    original = _trl_dpo.create_model_from_path
+
+    def create_model_from_path(model_id, **kwargs):
+        if hasattr(trainer, "accelerator"):
+            return None
+        return original(model_id, **kwargs)
+
+    _trl_dpo.create_model_from_path = create_model_from_path
+    try:
+        yield
+    finally:
+        _trl_dpo.create_model_from_path = original
+
+
+class MMPOTrainer(DPOTrainer):
+    """[`~trl.DPOTrainer`] with Margin Matching Preference Optimization (Kim et al., Section 3.2).
+
+    Takes the same arguments as `DPOTrainer` and an [`MMPOConfig`] (a plain `DPOConfig` also works and trains with
+    hard labels). Each pair's target probability is `p = sigmoid(mmpo_gamma * m)`, with the margin `m` read from the
+    dataset's score columns, and the loss is `soft_target_loss(beta * (log pi/ref(y_w) - log pi/ref(y_l)), p)`,
+    averaged over pairs like TRL's. Logs TRL's `rewards/*` and `logps/*` metrics, `mmpo/target_prob`, and in evaluation
+    the expected calibration error (`mmpo/ece`) and Brier score (`mmpo/brier`) of `sigmoid(z)` against the targets.
+    """
+
+    _tag_names = ["trl", "dpo", "mmpo", "trl-margins"]
+    _name = "MMPO"
+    config_class: type[MMPOConfig] = MMPOConfig
+
+    def __init__(self, model, ref_model=None, args: DPOConfig | None = None, *trainer_args, **trainer_kwargs):
+        if args is None:
+            model_name = model if isinstance(model, str) else _trl_dpo.get_config_model_id(model.config)
+            args = self.config_class(f"{model_name.split('/')[-1]}-{self._name}")
+        args = upgrade_config(args, self.config_class)
+        self._calibration: dict[str, list[torch.Tensor]] = defaultdict(list)
+        load_guard = contextlib.nullcontext()
+        if args.reference_free:
+            if ref_model is not None:
+                raise ValueError("`reference_free=True` uses no reference model: don't pass `ref_model`.")
+            load_guard = _without_reference_model_load(self)
+        with load_guard:
+            super().__init__(model, ref_model, args, *trainer_args, **trainer_kwargs)
+        # Swapped in after `__init__`, so TRL's reference precompute (which needs no margins) keeps its own collator
+        if type(self.data_collator) is DataCollatorForPreference:
+            collator = self.data_collator
+            self.data_collator = MarginDataCollator(
+                **{f.name: getattr(collator, f.name) for f in dataclasses.fields(collator) if f.init}
+            )
+
+    # ---- data path -------------------------------------------------------------------------------------------------
+    def _needs_margins(self, args: MMPOConfig) -> bool:
+        return args.mmpo_gamma is not None
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if self._needs_margins(args):
+            dataset = add_margin_column(
+                dataset,
+                score_chosen_column=args.score_chosen_column,
+                score_rejected_column=args.score_rejected_column,
+                margin_column=args.margin_column,
+                negative_margins=args.negative_margins,
+                dataset_name=dataset_name,
+            )
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if MARGIN_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, MARGIN_COLUMN]
+
+    def compute_ref_log_probs(self, model, inputs):
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != MARGIN_COLUMN})
+
+    # ---- the knobs of the one loss ---------------------------------------------------------------------------------
+    def target_probs(self, margins: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """`p_i`: MMPO's `sigmoid(mmpo_gamma * m_i)` (ones without `mmpo_gamma`), then cDPO label smoothing."""
+        if self.args.mmpo_gamma is None:
+            probs = torch.ones_like(like, dtype=torch.float32)
+        else:
+            if margins is None:
+                raise ValueError(
+                    f"`mmpo_gamma` is set but the batch carries no margins (`{MARGIN_COLUMN}`). If you passed your "
+                    "own `data_collator`, make it keep that column (see `trl_margins.dpo.MarginDataCollator`)."
+                )
+            probs = soft_target_probs(margins.to(like.device), self.args.mmpo_gamma)
+        eps = self.args.label_smoothing
+        return probs if eps == 0 else (1 - eps) * probs + eps * (1 - probs)
+
+    def target_margins(self, reward_gaps: torch.Tensor, mode: str) -> torch.Tensor | None:
+        """`gamma_i`, subtracted from the reward gap. None here (MMPO has no target margin); gamma-PO overrides it."""
+        return None
+
+    # ---- loss ------------------------------------------------------------------------------------------------------
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        margins = inputs.get(MARGIN_COLUMN)
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        completion_mask = inputs["completion_mask"]
+        shift_completion_mask = completion_mask[..., 1:]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
+        logps = outputs.log_probs[:, -shift_completion_mask.size(1) :].sum(dim=1)
+        chosen_logps, rejected_logps = logps.chunk(2, dim=0)  # the batch is [chosen, rejected]
+
+        if self.args.reference_free:  # SimPO: beta / |y| * log pi(y)
+            lengths = shift_completion_mask.sum(dim=1).clamp(min=1)
+            chosen_len, rejected_len = lengths.chunk(2, dim=0)
+            chosen_scores, rejected_scores = chosen_logps / chosen_len, rejected_logps / rejected_len
+        else:  # DPO: beta * log pi/pi_ref(y)
+            if self.precompute_ref_logps:
+                ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            else:
+                ref_model = self.model if self.ref_model is None else self.ref_model  # PEFT: adapter disabled
+                ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(ref_model, inputs)
+            chosen_scores, rejected_scores = chosen_logps - ref_chosen_logps, rejected_logps - ref_rejected_logps
+
+        reward_gaps = self.beta * (chosen_scores - rejected_scores)  # z
+        target_probs = self.target_probs(margins, like=reward_gaps)
+        target_margins = self.target_margins(reward_gaps.detach(), mode)
+        logits = reward_gaps if target_margins is None else reward_gaps - target_margins
+        loss = soft_target_loss(logits, target_probs).mean()
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+
+        chosen_rewards, rejected_rewards = self.beta * chosen_scores.detach(), self.beta * rejected_scores.detach()
+        self._log_pair_metrics(mode, chosen_rewards, rejected_rewards, chosen_logps.detach(), rejected_logps.detach())
+        self._log_target_metrics(mode, reward_gaps.detach(), target_probs, target_margins)
+
+        if return_outputs:
+            warnings.warn(
+                "`return_outputs=True` recomputes the logits with an extra forward pass (the fused LM head builds "
+                "none), like TRL's DPOTrainer.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+        return (loss, outputs) if return_outputs else loss
+
+    # ---- metrics ---------------------------------------------------------------------------------------------------
+    def _log_means(self, mode: str, values: dict[str, torch.Tensor]) -> None:
+        """Gather per-pair tensors across processes and log their means, with one host transfer for all of them."""
+        names = list(values)
+        gathered = self.accelerator.gather(torch.stack([values[n].float() for n in names]))
+        for name, mean in zip(names, gathered.mean(dim=-1).tolist(), strict=True):
+            self._metrics[mode][name].append(mean)
+
+    def _log_pair_metrics(self, mode, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps) -> None:
+        # TRL's DPOTrainer metric names, so dashboards and callbacks keep working
+        self._log_means(
+            mode,
+            {
+                "rewards/chosen": chosen_rewards,
+                "rewards/rejected": rejected_rewards,
+                "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+                "rewards/margins": chosen_rewards - rejected_rewards,
+                "logps/chosen": chosen_logps,
+                "logps/rejected": rejected_logps,
+            },
+        )
+
+    def _log_target_metrics(self, mode, reward_gaps, target_probs, target_margins) -> None:
+        if self.args.mmpo_gamma is not None or self.args.label_smoothing > 0:
+            self._log_means(mode, {"mmpo/target_prob": target_probs})
+        if mode == "eval":
+            # Calibration needs the whole evaluation set, not a mean of per-batch values: collect, reduce in `log`
+            pred, target = self.accelerator.gather_for_metrics((torch.sigmoid(reward_gaps.float()), target_probs))
+            self._calibration["pred"].append(pred.cpu())
+            self._calibration["target"].append(target.cpu())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._calibration["pred"]:
+            pred, target = torch.cat(self._calibration["pred"]), torch.cat(self._calibration["target"])
+            self._metrics["eval"]["mmpo/ece"] = [expected_calibration_error(pred, target, self.args.calibration_bins)]
+            self._metrics["eval"]["mmpo/brier"] = [brier_score(pred, target)]
+            self._calibration.clear()
+        super().log(logs, start_time)

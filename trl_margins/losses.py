@@ -1,0 +1,121 @@
+"""The formulas, as pure torch functions (no trainer imports).
+
+Every loss in this package is one expression, ``soft_target_loss(z - gamma_i, p_i)``: ``z`` is the reward gap of a
+pair, ``p_i`` its target preference probability (MMPO) and ``gamma_i`` its target margin (gamma-PO). See
+``DESIGN.md`` ("One loss, orthogonal knobs").
+
+Papers:
+    * MMPO: Kim et al., "Margin Matching Preference Optimization", Section 3.2.
+    * gamma-PO: "Robust Preference Optimization via Dynamic Target Margins", Section 3 and Appendix C.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["soft_target_probs", "soft_target_loss", "dynamic_target_margins", "default_step_size"]
+
+
+def soft_target_probs(margins: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Bradley-Terry target probabilities ``p = sigmoid(gamma * m)`` (MMPO, Section 3.2, the equation for
+    ``p(y_w > y_l)``).
+
+    Args:
+        margins: quality margins ``m = score_chosen - score_rejected``, any shape.
+        gamma: the rationality coefficient (``bt_beta`` in the MMPO code). ``None`` gives hard labels (all ones), i.e.
+            the standard Bradley-Terry / DPO objective. ``0`` gives ``p = 0.5`` everywhere.
+
+    Returns:
+        A float32 tensor of the shape of ``margins``, without gradient.
+    """
+    margins = torch.as_tensor(margins)
+    if gamma is None:
+        return torch.ones(margins.shape, dtype=torch.float32, device=margins.device)
+    if not math.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"gamma must be a finite number >= 0 (or None for hard labels), got {gamma}.")
+    return torch.sigmoid(gamma * margins.detach().float())
+
+
+def soft_target_loss(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Per-example soft-target cross-entropy ``-p * log sigmoid(z) - (1 - p) * log sigmoid(-z)``.
+
+    This is the MMPO loss (Section 3.2, the generalised cross-entropy ``L`` and its DPO form ``L_DPO``), of which the
+    Bradley-Terry loss (Eq. 1) and the DPO loss are the case ``p = 1``, and the gamma-PO loss (Eq. 10,
+    ``-log sigmoid(r_w - r_l - gamma_i)``) the case ``p = 1`` with ``z = r_w - r_l - gamma_i``.
+
+    Computed in float32 with ``logsigmoid`` so that it is finite, with the exact gradient ``sigmoid(z) - p``, for
+    ``|z|`` far beyond the range where ``log(sigmoid(z))`` underflows (bf16 and fp16 inputs are upcast first).
+
+    Args:
+        logits: ``z``, the reward gap of each pair (any shape, any float dtype).
+        target_probs: ``p`` in ``[0, 1]``, broadcastable to ``logits``.
+
+    Returns:
+        Float32 tensor of per-example losses, the broadcast shape of the inputs.
+    """
+    z = logits.float()
+    p = torch.as_tensor(target_probs, device=z.device).float()
+    return -(p * F.logsigmoid(z) + (1.0 - p) * F.logsigmoid(-z))
+
+
+def default_step_size(tau: float) -> float:
+    """The mirror-descent step size of the gamma-PO paper, ``eta = min(0.5 / tau, 1)`` (Appendix C)."""
+    return min(0.5 / tau, 1.0)
+
+
+@torch.no_grad()
+def dynamic_target_margins(
+    reward_gaps: torch.Tensor,
+    gamma0: float,
+    tau: float,
+    num_iters: int = 20,
+    step_size: float | None = None,
+) -> torch.Tensor:
+    """Per-pair target margins ``gamma_i`` of gamma-PO (Appendix C, Eqs. 22-24).
+
+    ``p`` is a distribution over the ``n = m_n`` reward gaps, starting uniform. Each of ``num_iters`` mirror-descent
+    (multiplicative-weights) iterations computes the gradient of Eq. 23,
+
+        ``grad_i = gamma0 / (1 + exp(gap_i - n * p_i * gamma0)) + tau * (1 + log(n * p_i))``,
+
+    and applies Eq. 24, ``p_i <- p_i * exp(-eta * grad_i) / sum_j p_j * exp(-eta * grad_j)``. The result is
+    ``gamma_i = gamma0 * n * p_i``: the margins average to ``gamma0``, and larger reward gaps get larger margins. The
+    update runs in log space (same iterates, no underflow of ``p``).
+
+    Args:
+        reward_gaps: 1-D tensor of reward gaps ``r_w - r_l`` (queue samples and batch together). Detached here.
+        gamma0: the base margin (``gamma_beta_ratio * beta`` in the paper's code). ``0`` gives all-zero margins.
+        tau: KL-regularisation strength, ``> 0``. As ``tau`` grows, ``gamma_i -> gamma0``.
+        num_iters: number of mirror-descent iterations (the paper uses 20).
+        step_size: ``eta``; ``None`` means the paper's ``min(0.5 / tau, 1)``.
+
+    Returns:
+        Float32 tensor of ``gamma_i``, one per entry of ``reward_gaps``, on its device, without gradient.
+    """
+    if reward_gaps.dim() != 1:
+        raise ValueError(f"reward_gaps must be 1-D, got shape {tuple(reward_gaps.shape)}.")
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"tau must be a finite number > 0, got {tau}.")
+    if not math.isfinite(gamma0):
+        raise ValueError(f"gamma0 must be finite, got {gamma0}.")
+    if num_iters < 0:
+        raise ValueError(f"num_iters must be >= 0, got {num_iters}.")
+    eta = default_step_size(tau) if step_size is None else step_size
+    if not (eta > 0 and math.isfinite(eta)):
+        raise ValueError(f"step_size must be a finite number > 0, got {step_size}.")
+
+    gaps = reward_gaps.detach().float()
+    n = gaps.numel()
+    if n == 0:
+        return gaps.clone()
+    log_n = math.log(n)
+    log_p = torch.full_like(gaps, -log_n)
+    for _ in range(num_iters):
+        n_p = torch.exp(log_p + log_n)
+        # gamma0 / (1 + exp(gap - n p gamma0)) == gamma0 * sigmoid(n p gamma0 - gap), without overflow
+        grad = gamma0 * torch.sigmoid(n_p * gamma0 - gaps) + tau * (1.0 + log_p + log_n)
+        log_p = torch.log_softmax(log_p - eta * grad, dim=0)
+    return gamma0 * torch.exp(log_p + log_n)
