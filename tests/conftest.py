@@ -15,7 +15,50 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 from datasets import Dataset  # noqa: E402
 
-WORDS = ["the", "a", "good", "bad", "great", "awful", "movie", "film", "book", "day", "food", "service", "plot", "acting", "story", "was", "is", "very", "quite", "not", "really", "loved", "hated", "enjoyed", "boring", "fun", "slow", "fast", "kind", "rude", "happy", "sad", "nice", "terrible", "excellent", "fine", "ok", "so", "and", "but", "it", "this"]
+WORDS = [
+    "the",
+    "a",
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "movie",
+    "film",
+    "book",
+    "day",
+    "food",
+    "service",
+    "plot",
+    "acting",
+    "story",
+    "was",
+    "is",
+    "very",
+    "quite",
+    "not",
+    "really",
+    "loved",
+    "hated",
+    "enjoyed",
+    "boring",
+    "fun",
+    "slow",
+    "fast",
+    "kind",
+    "rude",
+    "happy",
+    "sad",
+    "nice",
+    "terrible",
+    "excellent",
+    "fine",
+    "ok",
+    "so",
+    "and",
+    "but",
+    "it",
+    "this",
+]
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"

@@ -27,7 +27,6 @@ def expected_calibration_error(pred_probs: torch.Tensor, target_probs: torch.Ten
         raise ValueError(f"n_bins must be >= 1, got {n_bins}.")
     # The right edge belongs to the last bin, as in the usual reliability diagrams
     bins = torch.clamp((pred * n_bins).long(), max=n_bins - 1)
-    count = torch.bincount(bins, minlength=n_bins).double()
     pred_sum = torch.bincount(bins, weights=pred, minlength=n_bins)
     target_sum = torch.bincount(bins, weights=target, minlength=n_bins)
     gap = (pred_sum - target_sum).abs()  # == count * |mean pred - mean target| per bin
