@@ -1,0 +1,220 @@
+"""MMPOTrainer: the loss against an independent computation, drop-in equivalence with TRL, reference handling."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+
+from trl_margins import MMPOConfig, MMPOTrainer
+from trl_margins.data import MARGIN_COLUMN
+from trl_margins.evaluation import expected_calibration_error
+
+from .conftest import base_args, make_preference_dataset
+
+
+def _completion_logps(model, batch) -> torch.Tensor:
+    """Sum of completion-token log-probs from plain logits (no fused head), in float64."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    return (logp * batch["completion_mask"][:, 1:]).sum(dim=1)
+
+
+def _losses(trainer) -> list[float]:
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def test_loss_matches_an_independent_computation(tiny_model_dir, tmp_path):
+    gamma, beta = 0.7, 0.5
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=gamma, beta=beta)),
+        train_dataset=make_preference_dataset(8),
+    )
+    # Perturb the policy so that it differs from its reference
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert MARGIN_COLUMN in batch
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+
+    policy = _completion_logps(trainer.model, batch)
+    reference = _completion_logps(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch)
+    logratio_chosen, logratio_rejected = (policy - reference).chunk(2)
+    z = beta * (logratio_chosen - logratio_rejected)
+    p = 1 / (1 + torch.exp(-gamma * batch[MARGIN_COLUMN].double()))
+    expected = -(p * torch.nn.functional.logsigmoid(z) + (1 - p) * torch.nn.functional.logsigmoid(-z)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert not torch.allclose(p, torch.ones_like(p)), "the test needs soft targets"
+
+
+def test_hard_labels_reproduce_trl_dpo_trainer(tiny_model_dir, tmp_path):
+    ds = make_preference_dataset(16, scores=False)
+    common = base_args(tmp_path, max_steps=4)
+    dpo = DPOTrainer(tiny_model_dir, args=DPOConfig(**common, loss_type=["sigmoid"]), train_dataset=ds)
+    dpo.train()
+    mmpo = MMPOTrainer(tiny_model_dir, args=MMPOConfig(**common), train_dataset=ds)
+    mmpo.train()
+    np.testing.assert_allclose(_losses(mmpo), _losses(dpo), rtol=1e-5)
+    for key in ("rewards/margins", "rewards/accuracies", "logps/chosen"):
+        ours = [h[key] for h in mmpo.state.log_history if key in h]
+        theirs = [h[key] for h in dpo.state.log_history if key in h]
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_plain_dpo_config_is_accepted(tiny_model_dir, tmp_path):
+    trainer = MMPOTrainer(
+        tiny_model_dir, args=DPOConfig(**base_args(tmp_path, max_steps=1)), train_dataset=make_preference_dataset(4)
+    )
+    assert isinstance(trainer.args, MMPOConfig) and trainer.args.mmpo_gamma is None
+    trainer.train()
+
+
+def test_soft_targets_change_training_and_log_target_prob(tiny_model_dir, tmp_path):
+    ds = make_preference_dataset(16)
+    hard = MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path)), train_dataset=ds)
+    hard.train()
+    soft = MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=0.3)), train_dataset=ds)
+    soft.train()
+    # Step 1 starts at z = 0, where the loss is log 2 whatever the target; then they diverge
+    assert _losses(soft)[0] == pytest.approx(math.log(2), rel=1e-5)
+    assert not np.allclose(_losses(soft)[1:], _losses(hard)[1:])
+    target = [h["mmpo/target_prob"] for h in soft.state.log_history if "mmpo/target_prob" in h]
+    assert all(0.5 < t < 1 for t in target)
+
+
+def test_conversational_dataset(tiny_model_dir, tmp_path):
+    ds = make_preference_dataset(8, conversational=True)
+    trainer = MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0)), train_dataset=ds)
+    trainer.train()
+    assert all(math.isfinite(x) for x in _losses(trainer))
+
+
+def test_lora_uses_the_disabled_adapter_as_reference(tiny_model_dir, tmp_path):
+    ds = make_preference_dataset(16)
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0, max_steps=4, learning_rate=1e-2)),
+        train_dataset=ds,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    assert trainer.ref_model is None
+    trainer.train()
+    history = [h for h in trainer.state.log_history if "rewards/margins" in h]
+    # LoRA's B starts at zero: policy == reference at step 1, so every reward is exactly 0
+    assert history[0]["rewards/chosen"] == 0 and history[0]["rewards/rejected"] == 0
+    assert any(h["rewards/margins"] != 0 for h in history[1:])
+    # The reference is the base model: the adapter-disabled forward equals the untouched checkpoint
+    batch = next(iter(trainer.get_train_dataloader()))
+    ref_chosen, _ = trainer.compute_ref_log_probs(trainer.model, batch)
+    base = _completion_logps(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch).chunk(2)[0]
+    np.testing.assert_allclose(ref_chosen.double().numpy(), base.numpy(), rtol=1e-4)
+
+
+def test_precomputed_reference_log_probs_give_the_same_losses(tiny_model_dir, tmp_path):
+    ds = make_preference_dataset(16)
+    live = MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=0.5)), train_dataset=ds)
+    live.train()
+    pre = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path / "pre", mmpo_gamma=0.5, precompute_ref_log_probs=True)),
+        train_dataset=ds,
+    )
+    assert pre.ref_model is None
+    assert {"ref_chosen_logps", MARGIN_COLUMN} <= set(pre.train_dataset.column_names)
+    pre.train()
+    np.testing.assert_allclose(_losses(pre), _losses(live), rtol=1e-4)
+
+
+def test_evaluation_reports_calibration_against_the_targets(tiny_model_dir, tmp_path):
+    gamma, beta = 0.5, 2.0
+    eval_ds = make_preference_dataset(10, seed=3)
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=gamma, beta=beta, per_device_eval_batch_size=3)),
+        train_dataset=make_preference_dataset(8),
+        eval_dataset=eval_ds,
+    )
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    metrics = trainer.evaluate()
+
+    # Independent: one batch of all ten pairs, plain logits, float64
+    collator_batch = trainer.data_collator([trainer.eval_dataset[i] for i in range(len(trainer.eval_dataset))])
+    policy = _completion_logps(trainer.model, collator_batch)
+    reference = _completion_logps(AutoModelForCausalLM.from_pretrained(tiny_model_dir), collator_batch)
+    chosen, rejected = (beta * (policy - reference)).chunk(2)
+    pred = torch.sigmoid(chosen - rejected)
+    target = torch.sigmoid(gamma * collator_batch[MARGIN_COLUMN].double())
+    bins = np.minimum((pred.numpy() * 15).astype(int), 14)
+    ece = sum(abs(pred.numpy()[bins == b].sum() - target.numpy()[bins == b].sum()) for b in range(15)) / len(pred)
+    assert metrics["eval_mmpo/ece"] == pytest.approx(ece, rel=1e-3)
+    assert metrics["eval_mmpo/ece"] == pytest.approx(expected_calibration_error(pred, target), rel=1e-3)
+    assert metrics["eval_mmpo/brier"] == pytest.approx(((pred - target) ** 2).mean().item(), rel=1e-3)
+    # Per-batch metrics are means of batch means (batches of 3, 3, 3, 1), as TRL's DPOTrainer logs them
+    def batch_mean(x):
+        return np.mean([x[i : i + 3].mean().item() for i in range(0, 10, 3)])
+
+    assert metrics["eval_mmpo/target_prob"] == pytest.approx(batch_mean(target), rel=1e-5)
+    assert metrics["eval_rewards/margins"] == pytest.approx(batch_mean(chosen - rejected), rel=1e-3)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):
+    ds = make_preference_dataset(16)
+    params = []
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        trainer = MMPOTrainer(
+            tiny_model_dir,
+            args=MMPOConfig(
+                **base_args(
+                    tmp_path / f"ga{accumulation}",
+                    mmpo_gamma=0.5,
+                    per_device_train_batch_size=batch_size,
+                    gradient_accumulation_steps=accumulation,
+                    max_steps=2,
+                )
+            ),
+            train_dataset=ds,
+        )
+        trainer.train()
+        params.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-6)
+
+
+def test_reference_free_loads_no_reference_model(tiny_model_dir, tmp_path, monkeypatch):
+    import trl.trainer.dpo_trainer as trl_dpo
+
+    loads = []
+    original = trl_dpo.create_model_from_path
+    monkeypatch.setattr(trl_dpo, "create_model_from_path", lambda *a, **k: loads.append(a) or original(*a, **k))
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0, reference_free=True, beta=2.0)),
+        train_dataset=make_preference_dataset(8),
+    )
+    assert trainer.ref_model is None and len(loads) == 1  # the policy only
+    trainer.train()
+    # SimPO rewards: beta / |y| * log pi(y), so chosen rewards are negative from step 1
+    first = next(h for h in trainer.state.log_history if "rewards/chosen" in h)
+    assert first["rewards/chosen"] < 0 and first["rewards/rejected"] < 0
+
+
+def test_separate_reference_model_is_used(tiny_model_dir, tmp_path):
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainer = MMPOTrainer(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        ref_model=ref,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0, max_steps=2)),
+        train_dataset=make_preference_dataset(8),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
+    assert trainer.ref_model is ref
+    trainer.train()
