@@ -36,7 +36,9 @@ def test_margin_column_is_used_as_is():
 
 def test_missing_column_names_it_and_lists_the_columns():
     ds = _pairs([5.0], [1.0]).remove_columns("score_rejected")
-    with pytest.raises(ValueError, match=r"no column 'score_rejected'.*\['chosen', 'prompt', 'rejected', 'score_chosen'\]"):
+    with pytest.raises(
+        ValueError, match=r"no column 'score_rejected'.*\['chosen', 'prompt', 'rejected', 'score_chosen'\]"
+    ):
         add_margin_column(ds)
 
 
@@ -50,7 +52,15 @@ def test_nan_and_inf_name_the_column_and_row(chosen, bad):
 
 
 def test_non_numeric_names_the_column_and_row():
-    ds = Dataset.from_dict({"prompt": ["a", "b"], "chosen": ["x", "y"], "rejected": ["u", "v"], "score_chosen": [1.0, 2.0], "score_rejected": ["0", "high"]})  # fmt: skip
+    ds = Dataset.from_dict(
+        {
+            "prompt": ["a", "b"],
+            "chosen": ["x", "y"],
+            "rejected": ["u", "v"],
+            "score_chosen": [1.0, 2.0],
+            "score_rejected": ["0", "high"],
+        }
+    )
     with pytest.raises(ValueError, match=r"'score_rejected' must hold numbers, but row 0 holds '0'"):
         add_margin_column(ds)
 

@@ -159,6 +159,7 @@ def test_evaluation_reports_calibration_against_the_targets(tiny_model_dir, tmp_
     assert metrics["eval_mmpo/ece"] == pytest.approx(ece, rel=1e-3)
     assert metrics["eval_mmpo/ece"] == pytest.approx(expected_calibration_error(pred, target), rel=1e-3)
     assert metrics["eval_mmpo/brier"] == pytest.approx(((pred - target) ** 2).mean().item(), rel=1e-3)
+
     # Per-batch metrics are means of batch means (batches of 3, 3, 3, 1), as TRL's DPOTrainer logs them
     def batch_mean(x):
         return np.mean([x[i : i + 3].mean().item() for i in range(0, 10, 3)])

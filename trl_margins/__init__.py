@@ -4,9 +4,10 @@ from ._version_check import check_trl_version
 
 check_trl_version()
 
-from .config import MMPOConfig  # noqa: E402
+from .config import GammaPOConfig, MMPOConfig  # noqa: E402
 from .dpo import MMPOTrainer  # noqa: E402
+from .gamma_po import GammaPOTrainer  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["MMPOConfig", "MMPOTrainer", "__version__"]
+__all__ = ["GammaPOConfig", "GammaPOTrainer", "MMPOConfig", "MMPOTrainer", "__version__"]

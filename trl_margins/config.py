@@ -5,8 +5,10 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from trl import DPOConfig
+from transformers import TrainingArguments
+from trl import DPOConfig, RewardConfig
 
 from .data import NEGATIVE_MARGIN_POLICIES
 
@@ -122,11 +124,15 @@ class MMPOConfig(DPOConfig):
             raise ValueError("`reference_free=True` uses no reference model: unset `sync_ref_model`.")
 
 
-def upgrade_config(args: DPOConfig, config_class: type[MMPOConfig]) -> MMPOConfig:
-    """Turn a plain `DPOConfig` into `config_class` with the margin fields at their defaults.
+_ConfigT = TypeVar("_ConfigT", bound=TrainingArguments)
 
-    This is what lets `MMPOTrainer` replace `DPOTrainer` in a script by changing one import: the script's `DPOConfig`
-    keeps working and trains with hard labels, exactly as before.
+
+def upgrade_config(args: TrainingArguments, config_class: type[_ConfigT]) -> _ConfigT:
+    """Turn a plain TRL config (`DPOConfig`, `RewardConfig`) into `config_class`, a subclass of its class that only
+    adds fields with defaults, with the margin fields at their defaults.
+
+    This is what lets `MMPOTrainer` replace `DPOTrainer` (and `MMPORewardTrainer` replace `RewardTrainer`) in a script
+    by changing one import: the script's config keeps working and trains with hard labels, exactly as before.
     """
     if isinstance(args, config_class):
         return args
@@ -143,3 +149,183 @@ def upgrade_config(args: DPOConfig, config_class: type[MMPOConfig]) -> MMPOConfi
         "Got a %s; using %s with its defaults for the margin fields.", type(args).__name__, config_class.__name__
     )
     return upgraded
+
+
+MARGIN_MODES = ("published", "full", "deviation")
+
+
+@dataclass
+class GammaPOConfig(MMPOConfig):
+    r"""
+    Configuration class for [`GammaPOTrainer`]: dynamic per-pair target margins (gamma-PO), on DPO or SimPO rewards,
+    optionally with MMPO soft targets.
+
+    Each training step, the reward gaps `r_w - r_l` of the (global) batch and up to `margin_sample_size - batch`
+    gaps sampled from a FIFO queue of recent gaps go through `margin_iters` mirror-descent steps (gamma-PO paper,
+    Appendix C, Eqs. 22-24), giving a margin `gamma_i` per pair with mean `gamma0 = gamma_beta_ratio * beta`. The loss
+    is `soft_target_loss(z - gamma_i, p_i)`: `-log sigmoid(r_w - r_l - gamma_i)` (Eq. 10) with hard targets.
+
+    Parameters:
+        gamma_beta_ratio (`float`, *optional*, defaults to `0.5`):
+            Base margin over beta, `gamma0 = gamma_beta_ratio * beta`, as in the paper's (SimPO-derived) code. Table 7
+            of the paper: 0.4 (Llama-3-Instruct, beta 10), 0.15 (Mistral-Instruct, beta 2.5), 0.5 (Gemma-2-it,
+            beta 10), 0.3 (Qwen2.5-Instruct, beta 10).
+        tau (`float`, *optional*, defaults to `10.0`):
+            KL regularisation towards uniform margins; larger means margins closer to `gamma0`. Table 7: 10, 10, 20, 3.
+        margin_queue_size (`int`, *optional*, defaults to `2048`):
+            Capacity of the FIFO queue of recent reward gaps.
+        margin_sample_size (`int`, *optional*, defaults to `256`):
+            `m_n`, the number of gaps the margins are solved over: the global batch plus gaps sampled from the queue.
+        margin_iters (`int`, *optional*, defaults to `20`):
+            Mirror-descent iterations.
+        margin_step_size (`float` or `None`, *optional*, defaults to `None`):
+            Mirror-descent step size; `None` is the paper's `min(0.5 / tau, 1)`.
+        margin_mode (`str`, *optional*, defaults to `"published"`):
+            Which margin enters the loss. `"published"` reproduces the paper's code: gamma-SimPO
+            (`reference_free=True`) applies `gamma_i`, gamma-DPO applies `gamma_i - gamma0` (only the per-pair
+            deviation, so the mean margin is 0). `"full"` applies `gamma_i` in both, `"deviation"` applies
+            `gamma_i - gamma0` in both.
+    """
+
+    gamma_beta_ratio: float = field(
+        default=0.5,
+        metadata={"help": "Base target margin over beta: gamma0 = gamma_beta_ratio * beta (as in the paper's code)."},
+    )
+    tau: float = field(
+        default=10.0,
+        metadata={"help": "KL regularisation of the dynamic margins towards gamma0 (> 0; larger = closer to gamma0)."},
+    )
+    margin_queue_size: int = field(
+        default=2048, metadata={"help": "Capacity of the FIFO queue of recent reward gaps."}
+    )
+    margin_sample_size: int = field(
+        default=256,
+        metadata={"help": "m_n: number of reward gaps the margins are solved over (global batch + queue samples)."},
+    )
+    margin_iters: int = field(default=20, metadata={"help": "Mirror-descent iterations of the margin solve."})
+    margin_step_size: float | None = field(
+        default=None, metadata={"help": "Mirror-descent step size; None = the paper's min(0.5 / tau, 1)."}
+    )
+    margin_mode: str = field(
+        default="published",
+        metadata={
+            "help": "'published': gamma-SimPO applies gamma_i, gamma-DPO applies gamma_i - gamma0 (as the paper's "
+            "code); 'full': gamma_i for both; 'deviation': gamma_i - gamma0 for both.",
+            "choices": list(MARGIN_MODES),
+        },
+    )
+
+    def _validate_margin_args(self) -> None:
+        super()._validate_margin_args()
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(f"`tau` must be a finite number > 0, got {self.tau}.")
+        if not (math.isfinite(self.gamma_beta_ratio) and self.gamma_beta_ratio >= 0):
+            raise ValueError(f"`gamma_beta_ratio` must be a finite number >= 0, got {self.gamma_beta_ratio}.")
+        for name in ("margin_queue_size", "margin_iters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if self.margin_sample_size < 1:
+            raise ValueError(f"`margin_sample_size` must be >= 1, got {self.margin_sample_size}.")
+        if self.margin_step_size is not None and not (
+            math.isfinite(self.margin_step_size) and self.margin_step_size > 0
+        ):
+            raise ValueError(f"`margin_step_size` must be a finite number > 0 or None, got {self.margin_step_size}.")
+        if self.margin_mode not in MARGIN_MODES:
+            raise ValueError(f"`margin_mode` must be one of {MARGIN_MODES}, got {self.margin_mode!r}.")
+        if self.margin_step_size is None and self.tau <= 0.5:
+            logger.warning(
+                "tau=%s gives the paper's mirror-descent step size min(0.5 / tau, 1) = 1, where the multiplicative "
+                "margin update can oscillate instead of converging. Consider tau > 0.5 or a smaller "
+                "`margin_step_size`.",
+                self.tau,
+            )
+
+    @property
+    def gamma0(self) -> float:
+        """The base target margin, `gamma_beta_ratio * beta`."""
+        return self.gamma_beta_ratio * self.beta
+
+
+@dataclass
+class MMPORewardConfig(RewardConfig):
+    r"""
+    Configuration class for [`MMPORewardTrainer`]: [`~trl.RewardConfig`] plus Margin Matching Preference Optimization
+    for reward models.
+
+    MMPO (Kim et al., Section 3.2; reward models in Section 4.3) trains the reward model `r` towards the Bradley-Terry
+    probability of each pair's quality margin `m`, `p = sigmoid(mmpo_gamma * m)`, with the soft-target cross-entropy
+    `-p log sigmoid(r_w - r_l) - (1 - p) log sigmoid(r_l - r_w)`, instead of the Bradley-Terry loss
+    `-log sigmoid(r_w - r_l)` (its case `p = 1`). With `mmpo_gamma=None` (the default) training is exactly
+    [`~trl.RewardTrainer`]'s.
+
+    Parameters:
+        mmpo_gamma (`float` or `None`, *optional*, defaults to `None`):
+            Rationality coefficient `gamma` of the target probability `sigmoid(gamma * m)` (`bt_beta` in the paper's
+            code). `None` trains on hard labels (plain Bradley-Terry) and needs no score columns; `0` makes every
+            target 0.5. Must be `>= 0`.
+        score_chosen_column (`str`, *optional*, defaults to `"score_chosen"`):
+            Column with the score of the chosen response.
+        score_rejected_column (`str`, *optional*, defaults to `"score_rejected"`):
+            Column with the score of the rejected response.
+        margin_column (`str` or `None`, *optional*, defaults to `None`):
+            Column with a precomputed MMPO margin `m >= 0`; when set, the score columns are not read.
+        negative_margins (`str`, *optional*, defaults to `"error"`):
+            What to do with pairs whose chosen response scored below the rejected one: `"error"` stops before
+            training, `"swap"` exchanges chosen and rejected, `"drop"` removes the pair (both are logged with a count).
+        calibration_bins (`int`, *optional*, defaults to `15`):
+            Number of equal-width bins of the expected calibration error logged in evaluation.
+
+    MMPO's margin and TRL's `margin` column are different knobs. A dataset column named `margin` (Llama 2 style, read
+    by [`~trl.RewardTrainer`] whether or not MMPO is on) *shifts the logit*: the loss becomes
+    `-log sigmoid(r_w - r_l - margin)`, which asks for a reward gap of more than `margin` and, with its hard target,
+    never stops pushing the gap up. MMPO's margin *sets the target probability*: the loss is minimised at the finite
+    gap `r_w - r_l = mmpo_gamma * m`. With both, the loss is `soft_target_loss(r_w - r_l - margin,
+    sigmoid(mmpo_gamma * m))`, minimised at `r_w - r_l = margin + mmpo_gamma * m`.
+    Pointing `margin_column` at TRL's `margin` column applies the same values both ways; rename the column to use it
+    only as MMPO's margin.
+    """
+
+    mmpo_gamma: float | None = field(
+        default=None,
+        metadata={
+            "help": "Rationality coefficient gamma (>= 0) of the MMPO target probability sigmoid(gamma * margin) "
+            "(`bt_beta` in the paper's code). None trains on hard labels (plain Bradley-Terry) and needs no score "
+            "columns."
+        },
+    )
+    score_chosen_column: str = field(default="score_chosen", metadata={"help": _SCORE_HELP})
+    score_rejected_column: str = field(default="score_rejected", metadata={"help": _SCORE_HELP})
+    margin_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column with a precomputed MMPO margin (>= 0). When set, the score columns are not read. Not "
+            "TRL's `margin` column, which shifts the logit instead (see the class docstring)."
+        },
+    )
+    negative_margins: str = field(
+        default="error",
+        metadata={
+            "help": "Pairs whose chosen response scored below the rejected one: 'error' (stop before training), "
+            "'swap' (exchange chosen and rejected) or 'drop' (remove). Swaps and drops are logged with a count.",
+            "choices": list(NEGATIVE_MARGIN_POLICIES),
+        },
+    )
+    calibration_bins: int = field(
+        default=15, metadata={"help": "Number of equal-width bins of the expected calibration error in evaluation."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate_margin_args()
+
+    def _validate_margin_args(self) -> None:
+        if self.mmpo_gamma is not None and (not math.isfinite(self.mmpo_gamma) or self.mmpo_gamma < 0):
+            raise ValueError(
+                f"`mmpo_gamma` must be a finite number >= 0, or None for hard labels; got {self.mmpo_gamma}."
+            )
+        if self.negative_margins not in NEGATIVE_MARGIN_POLICIES:
+            raise ValueError(
+                f"`negative_margins` must be one of {NEGATIVE_MARGIN_POLICIES}, got {self.negative_margins!r}."
+            )
+        if self.calibration_bins < 1:
+            raise ValueError(f"`calibration_bins` must be >= 1, got {self.calibration_bins}.")

@@ -81,6 +81,7 @@ class MMPOTrainer(DPOTrainer):
             args = self.config_class(f"{model_name.split('/')[-1]}-{self._name}")
         args = upgrade_config(args, self.config_class)
         self._calibration: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._pending_scalars: dict[str, torch.Tensor] = {}
         load_guard = contextlib.nullcontext()
         if args.reference_free:
             if ref_model is not None:
@@ -175,8 +176,20 @@ class MMPOTrainer(DPOTrainer):
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
 
         chosen_rewards, rejected_rewards = self.beta * chosen_scores.detach(), self.beta * rejected_scores.detach()
-        self._log_pair_metrics(mode, chosen_rewards, rejected_rewards, chosen_logps.detach(), rejected_logps.detach())
-        self._log_target_metrics(mode, reward_gaps.detach(), target_probs, target_margins)
+        # TRL's DPOTrainer metric names, so dashboards and callbacks keep working
+        per_pair = {
+            "rewards/chosen": chosen_rewards,
+            "rewards/rejected": rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "logps/chosen": chosen_logps.detach(),
+            "logps/rejected": rejected_logps.detach(),
+        }
+        if self.args.mmpo_gamma is not None or self.args.label_smoothing > 0:
+            per_pair["mmpo/target_prob"] = target_probs
+        self._log_metrics(mode, per_pair)
+        if mode == "eval":
+            self._collect_calibration(reward_gaps.detach(), target_probs)
 
         if return_outputs:
             warnings.warn(
@@ -190,35 +203,25 @@ class MMPOTrainer(DPOTrainer):
         return (loss, outputs) if return_outputs else loss
 
     # ---- metrics ---------------------------------------------------------------------------------------------------
-    def _log_means(self, mode: str, values: dict[str, torch.Tensor]) -> None:
-        """Gather per-pair tensors across processes and log their means, with one host transfer for all of them."""
-        names = list(values)
-        gathered = self.accelerator.gather(torch.stack([values[n].float() for n in names]))
-        for name, mean in zip(names, gathered.mean(dim=-1).tolist(), strict=True):
-            self._metrics[mode][name].append(mean)
+    def _log_metrics(self, mode: str, per_pair: dict[str, torch.Tensor]) -> None:
+        """Log the means over the global batch of `per_pair` tensors and the scalars queued in `_pending_scalars`,
+        with a single device-to-host transfer for all of them."""
+        names = list(per_pair)
+        # [pairs, metrics]: `gather` concatenates the processes' pairs along dim 0
+        values = self.accelerator.gather(torch.stack([per_pair[n].float() for n in names], dim=1)).mean(dim=0)
+        if self._pending_scalars:
+            names += list(self._pending_scalars)
+            scalars = [v.float().reshape(1).to(values.device) for v in self._pending_scalars.values()]
+            values = torch.cat([values, *scalars])
+            self._pending_scalars = {}
+        for name, value in zip(names, values.tolist(), strict=True):
+            self._metrics[mode][name].append(value)
 
-    def _log_pair_metrics(self, mode, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps) -> None:
-        # TRL's DPOTrainer metric names, so dashboards and callbacks keep working
-        self._log_means(
-            mode,
-            {
-                "rewards/chosen": chosen_rewards,
-                "rewards/rejected": rejected_rewards,
-                "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
-                "rewards/margins": chosen_rewards - rejected_rewards,
-                "logps/chosen": chosen_logps,
-                "logps/rejected": rejected_logps,
-            },
-        )
-
-    def _log_target_metrics(self, mode, reward_gaps, target_probs, target_margins) -> None:
-        if self.args.mmpo_gamma is not None or self.args.label_smoothing > 0:
-            self._log_means(mode, {"mmpo/target_prob": target_probs})
-        if mode == "eval":
-            # Calibration needs the whole evaluation set, not a mean of per-batch values: collect, reduce in `log`
-            pred, target = self.accelerator.gather_for_metrics((torch.sigmoid(reward_gaps.float()), target_probs))
-            self._calibration["pred"].append(pred.cpu())
-            self._calibration["target"].append(target.cpu())
+    def _collect_calibration(self, reward_gaps: torch.Tensor, target_probs: torch.Tensor) -> None:
+        # Calibration needs the whole evaluation set, not a mean of per-batch values: collect here, reduce in `log`
+        pred, target = self.accelerator.gather_for_metrics((torch.sigmoid(reward_gaps.float()), target_probs))
+        self._calibration["pred"].append(pred.cpu())
+        self._calibration["target"].append(target.cpu())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._calibration["pred"]:

@@ -1,0 +1,100 @@
+"""gamma-PO: dynamic per-pair target margins from a FIFO queue of reward gaps (gamma-PO paper, Section 3,
+Algorithm 2, Appendix C), on DPO or SimPO rewards, alone or with MMPO soft targets.
+
+`GammaPOTrainer` is `MMPOTrainer` with one knob turned: `target_margins` returns `gamma_i` instead of nothing. The
+forward, reference handling, data path and metrics are MMPOTrainer's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+from .config import GammaPOConfig
+from .dpo import MMPOTrainer
+from .losses import dynamic_target_margins
+from .margin_queue import QUEUE_STATE_FILE, MarginQueue
+
+logger = logging.get_logger(__name__)
+
+
+class GammaPOTrainer(MMPOTrainer):
+    """[`~trl.DPOTrainer`] with gamma-PO's dynamic target margins (and optionally MMPO soft targets).
+
+    Each step (Algorithm 2): the batch's reward gaps are gathered across processes; up to `margin_sample_size` minus
+    the global batch size gaps are sampled from the queue; `dynamic_target_margins` solves for `gamma_i` over both;
+    in training the batch's gaps then enter the queue. The loss is `soft_target_loss(z - gamma_i, p_i)`, with no
+    gradient through `gamma_i`. Which margin enters the loss follows `margin_mode`: as published, gamma-SimPO
+    (`reference_free=True`) uses `gamma_i` and gamma-DPO `gamma_i - gamma0`.
+
+    The queue is saved in every checkpoint (`margin_queue.pt`) and restored by `train(resume_from_checkpoint=...)`.
+    Logs `gamma/mean`, `gamma/std`, `gamma/min`, `gamma/max` (over the global batch, before any `gamma0` offset) and
+    `gamma/queue_size`, besides MMPOTrainer's metrics.
+    """
+
+    _tag_names = ["trl", "dpo", "gamma-po", "trl-margins"]
+    _name = "GammaPO"
+    config_class = GammaPOConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.margin_queue = MarginQueue(self.args.margin_queue_size, seed=self.args.seed)
+
+    @property
+    def _margin_offset(self) -> float:
+        mode = self.args.margin_mode
+        subtract = mode == "deviation" or (mode == "published" and not self.args.reference_free)
+        return self.args.gamma0 if subtract else 0.0
+
+    def target_margins(self, reward_gaps: torch.Tensor, mode: str) -> torch.Tensor:
+        args = self.args
+        local_size = reward_gaps.numel()
+        # The global batch: every rank solves the same problem and pushes the same gaps, so the queues agree
+        batch_gaps = self.accelerator.gather(reward_gaps.detach().float())
+        history = self.margin_queue.sample(args.margin_sample_size - batch_gaps.numel(), device=batch_gaps.device)
+        gammas = dynamic_target_margins(
+            torch.cat([batch_gaps, history]),
+            gamma0=args.gamma0,
+            tau=args.tau,
+            num_iters=args.margin_iters,
+            step_size=args.margin_step_size,
+        )[: batch_gaps.numel()]
+        if mode == "train":
+            self.margin_queue.push(batch_gaps)
+        # Logged with the other metrics of the step, in one host transfer
+        self._pending_scalars.update(
+            {
+                "gamma/mean": gammas.mean(),
+                "gamma/std": gammas.std(unbiased=False),
+                "gamma/min": gammas.min(),
+                "gamma/max": gammas.max(),
+                "gamma/queue_size": torch.tensor(float(len(self.margin_queue))),
+            }
+        )
+        start = self.accelerator.process_index * local_size
+        return gammas[start : start + local_size] - self._margin_offset
+
+    # ---- checkpoints -----------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:  # identical on every rank: the main process writes it
+            checkpoint = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            torch.save(self.margin_queue.state_dict(), os.path.join(checkpoint, QUEUE_STATE_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, QUEUE_STATE_FILE)
+        if os.path.isfile(path):
+            self.margin_queue.load_state_dict(torch.load(path, weights_only=True))
+        else:
+            logger.warning(
+                f"{checkpoint} has no {QUEUE_STATE_FILE}: the margin queue restarts empty, so this run will not match "
+                "an uninterrupted one."
+            )

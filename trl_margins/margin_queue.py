@@ -1,0 +1,119 @@
+"""FIFO queue of recent reward gaps for gamma-PO (Appendix C, Algorithm 2: the queue `H`).
+
+Unlike the published code, the queue starts empty (no random seed entries), lives on the training device as a ring
+buffer with host-side bookkeeping (its size and write position follow from tensor shapes, so pushing and sampling never
+wait for the device), holds the gaps of the *global* batch in distributed training (every rank pushes the same gathered
+gaps, so all ranks hold the same queue), and has a state that checkpoints save and resumes restore, sampling generator
+included.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["MarginQueue", "QUEUE_STATE_FILE"]
+
+QUEUE_STATE_FILE = "margin_queue.pt"
+"""File name of the queue state inside a checkpoint folder."""
+
+
+class MarginQueue:
+    """Ring buffer of the most recent ``capacity`` reward gaps, with reproducible sampling.
+
+    Args:
+        capacity: the most gaps kept (the gamma-PO code uses 2048). ``0`` keeps none.
+        seed: seed of the sampling generator. Use the same seed on every rank so that all ranks draw the same history.
+        device: where the buffer lives; ``None`` picks the device of the first pushed gaps.
+    """
+
+    def __init__(self, capacity: int, seed: int = 0, device: torch.device | str | None = None):
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}.")
+        self.capacity = capacity
+        self.seed = seed
+        self.size = 0  # valid entries
+        self.position = 0  # next write index
+        self._buffer: torch.Tensor | None = None
+        self._generator: torch.Generator | None = None
+        self._pending_generator_state: torch.Tensor | None = None
+        if device is not None:
+            self._allocate(torch.device(device))
+
+    def _allocate(self, device: torch.device) -> None:
+        buffer = torch.zeros(self.capacity, dtype=torch.float32, device=device)
+        if self._buffer is not None:
+            buffer.copy_(self._buffer)
+        self._buffer = buffer
+        self._generator = torch.Generator(device=device)
+        self._generator.manual_seed(self.seed)
+        if self._pending_generator_state is not None:
+            self._generator.set_state(self._pending_generator_state)
+            self._pending_generator_state = None
+
+    def _ensure_on(self, device: torch.device) -> None:
+        if self._buffer is None or self._generator is None or self._buffer.device != device:
+            if self._generator is not None:
+                self._pending_generator_state = self._generator.get_state()
+            self._allocate(device)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def values(self) -> torch.Tensor:
+        """The stored gaps, oldest first (a copy)."""
+        if self._buffer is None or self.size == 0:
+            return torch.zeros(0)
+        if self.size < self.capacity:
+            return self._buffer[: self.size].clone()
+        return torch.roll(self._buffer, -self.position).clone()
+
+    @torch.no_grad()
+    def push(self, gaps: torch.Tensor) -> None:
+        """Append detached gaps; the oldest entries are overwritten once the queue is full."""
+        gaps = gaps.detach().flatten().float()
+        self._ensure_on(gaps.device)
+        if self.capacity == 0 or gaps.numel() == 0:
+            return
+        if gaps.numel() > self.capacity:
+            gaps = gaps[-self.capacity :]
+        k = gaps.numel()
+        index = (self.position + torch.arange(k, device=gaps.device)) % self.capacity
+        self._buffer.index_copy_(0, index, gaps)
+        self.position = (self.position + k) % self.capacity
+        self.size = min(self.size + k, self.capacity)
+
+    @torch.no_grad()
+    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Up to ``n`` stored gaps drawn without replacement (fewer while the queue holds fewer)."""
+        if device is None:
+            device = self._buffer.device if self._buffer is not None else "cpu"
+        self._ensure_on(torch.device(device))
+        k = min(n, self.size)
+        if k <= 0:
+            return torch.zeros(0, device=self._buffer.device)
+        index = torch.randperm(self.size, generator=self._generator, device=self._buffer.device)[:k]
+        # While filling, the valid entries are the first `size` slots; once full, all of them
+        return self._buffer[index]
+
+    def state_dict(self) -> dict:
+        generator_state = self._generator.get_state() if self._generator is not None else self._pending_generator_state
+        return {
+            "capacity": self.capacity,
+            "seed": self.seed,
+            "size": self.size,
+            "position": self.position,
+            "buffer": torch.zeros(self.capacity) if self._buffer is None else self._buffer.detach().cpu().clone(),
+            "generator": generator_state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(
+                f"The saved margin queue holds {state['capacity']} entries but this one {self.capacity}: resume with "
+                "the same `margin_queue_size`."
+            )
+        self.seed, self.size, self.position = state["seed"], state["size"], state["position"]
+        # Kept on the host until the next push or sample places buffer and generator on the training device
+        self._buffer = state["buffer"].detach().float().cpu().clone()
+        self._generator = None
+        self._pending_generator_state = state["generator"]
