@@ -4,10 +4,19 @@ from ._version_check import check_trl_version
 
 check_trl_version()
 
-from .config import GammaPOConfig, MMPOConfig  # noqa: E402
+from .config import GammaPOConfig, MMPOConfig, MMPORewardConfig  # noqa: E402
 from .dpo import MMPOTrainer  # noqa: E402
 from .gamma_po import GammaPOTrainer  # noqa: E402
+from .reward import MMPORewardTrainer  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["GammaPOConfig", "GammaPOTrainer", "MMPOConfig", "MMPOTrainer", "__version__"]
+__all__ = [
+    "GammaPOConfig",
+    "GammaPOTrainer",
+    "MMPOConfig",
+    "MMPOTrainer",
+    "MMPORewardConfig",
+    "MMPORewardTrainer",
+    "__version__",
+]

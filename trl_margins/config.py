@@ -20,8 +20,52 @@ _SCORE_HELP = (
 )
 
 
+def _validate_mmpo_fields(config) -> None:
+    """Checks shared by every config with MMPO's fields."""
+    if config.mmpo_gamma is not None and (not math.isfinite(config.mmpo_gamma) or config.mmpo_gamma < 0):
+        raise ValueError(
+            f"`mmpo_gamma` must be a finite number >= 0, or None for hard labels; got {config.mmpo_gamma}."
+        )
+    if config.negative_margins not in NEGATIVE_MARGIN_POLICIES:
+        raise ValueError(
+            f"`negative_margins` must be one of {NEGATIVE_MARGIN_POLICIES}, got {config.negative_margins!r}."
+        )
+    if config.calibration_bins < 1:
+        raise ValueError(f"`calibration_bins` must be >= 1, got {config.calibration_bins}.")
+
+
 @dataclass
-class MMPOConfig(DPOConfig):
+class MMPOFields:
+    """The MMPO fields that `MMPOConfig` and `MMPORewardConfig` share (documented in those classes)."""
+
+    mmpo_gamma: float | None = field(
+        default=None,
+        metadata={
+            "help": "Rationality coefficient gamma of the MMPO target probability sigmoid(gamma * margin) (`bt_beta` "
+            "in the paper's code). None trains on hard labels (plain DPO) and needs no score columns."
+        },
+    )
+    score_chosen_column: str = field(default="score_chosen", metadata={"help": _SCORE_HELP})
+    score_rejected_column: str = field(default="score_rejected", metadata={"help": _SCORE_HELP})
+    margin_column: str | None = field(
+        default=None,
+        metadata={"help": "Column with a precomputed margin (>= 0). When set, the score columns are not read."},
+    )
+    negative_margins: str = field(
+        default="error",
+        metadata={
+            "help": "Pairs whose chosen response scored below the rejected one: 'error' (stop before training), "
+            "'swap' (exchange chosen and rejected) or 'drop' (remove). Swaps and drops are logged with a count.",
+            "choices": list(NEGATIVE_MARGIN_POLICIES),
+        },
+    )
+    calibration_bins: int = field(
+        default=15, metadata={"help": "Number of equal-width bins of the expected calibration error in evaluation."}
+    )
+
+
+@dataclass
+class MMPOConfig(MMPOFields, DPOConfig):
     r"""
     Configuration class for [`MMPOTrainer`]: [`~trl.DPOConfig`] plus Margin Matching Preference Optimization.
 
@@ -54,27 +98,6 @@ class MMPOConfig(DPOConfig):
     `(1 - eps) * p + eps * (1 - p)`. `loss_type` must stay `["sigmoid"]`: the soft-target loss replaces it.
     """
 
-    mmpo_gamma: float | None = field(
-        default=None,
-        metadata={
-            "help": "Rationality coefficient gamma of the MMPO target probability sigmoid(gamma * margin) (`bt_beta` "
-            "in the paper's code). None trains on hard labels (plain DPO) and needs no score columns."
-        },
-    )
-    score_chosen_column: str = field(default="score_chosen", metadata={"help": _SCORE_HELP})
-    score_rejected_column: str = field(default="score_rejected", metadata={"help": _SCORE_HELP})
-    margin_column: str | None = field(
-        default=None,
-        metadata={"help": "Column with a precomputed margin (>= 0). When set, the score columns are not read."},
-    )
-    negative_margins: str = field(
-        default="error",
-        metadata={
-            "help": "Pairs whose chosen response scored below the rejected one: 'error' (stop before training), "
-            "'swap' (exchange chosen and rejected) or 'drop' (remove). Swaps and drops are logged with a count.",
-            "choices": list(NEGATIVE_MARGIN_POLICIES),
-        },
-    )
     reference_free: bool = field(
         default=False,
         metadata={
@@ -82,23 +105,13 @@ class MMPOConfig(DPOConfig):
             "implicit rewards. No reference model is loaded."
         },
     )
-    calibration_bins: int = field(
-        default=15, metadata={"help": "Number of equal-width bins of the expected calibration error in evaluation."}
-    )
 
     def __post_init__(self):
         super().__post_init__()
         self._validate_margin_args()
 
     def _validate_margin_args(self) -> None:
-        if self.mmpo_gamma is not None and (not math.isfinite(self.mmpo_gamma) or self.mmpo_gamma < 0):
-            raise ValueError(
-                f"`mmpo_gamma` must be a finite number >= 0, or None for hard labels; got {self.mmpo_gamma}."
-            )
-        if self.negative_margins not in NEGATIVE_MARGIN_POLICIES:
-            raise ValueError(
-                f"`negative_margins` must be one of {NEGATIVE_MARGIN_POLICIES}, got {self.negative_margins!r}."
-            )
+        _validate_mmpo_fields(self)
         if list(self.loss_type) != ["sigmoid"]:
             raise ValueError(
                 f"{type(self).__name__} replaces DPO's loss with the soft-target loss, so `loss_type` must be "
@@ -116,8 +129,6 @@ class MMPOConfig(DPOConfig):
                 )
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {self.label_smoothing}.")
-        if self.calibration_bins < 1:
-            raise ValueError(f"`calibration_bins` must be >= 1, got {self.calibration_bins}.")
         if self.reference_free and self.precompute_ref_log_probs:
             raise ValueError("`reference_free=True` uses no reference model: unset `precompute_ref_log_probs`.")
         if self.reference_free and self.sync_ref_model:
@@ -247,7 +258,7 @@ class GammaPOConfig(MMPOConfig):
 
 
 @dataclass
-class MMPORewardConfig(RewardConfig):
+class MMPORewardConfig(MMPOFields, RewardConfig):
     r"""
     Configuration class for [`MMPORewardTrainer`]: [`~trl.RewardConfig`] plus Margin Matching Preference Optimization
     for reward models.
@@ -285,47 +296,9 @@ class MMPORewardConfig(RewardConfig):
     only as MMPO's margin.
     """
 
-    mmpo_gamma: float | None = field(
-        default=None,
-        metadata={
-            "help": "Rationality coefficient gamma (>= 0) of the MMPO target probability sigmoid(gamma * margin) "
-            "(`bt_beta` in the paper's code). None trains on hard labels (plain Bradley-Terry) and needs no score "
-            "columns."
-        },
-    )
-    score_chosen_column: str = field(default="score_chosen", metadata={"help": _SCORE_HELP})
-    score_rejected_column: str = field(default="score_rejected", metadata={"help": _SCORE_HELP})
-    margin_column: str | None = field(
-        default=None,
-        metadata={
-            "help": "Column with a precomputed MMPO margin (>= 0). When set, the score columns are not read. Not "
-            "TRL's `margin` column, which shifts the logit instead (see the class docstring)."
-        },
-    )
-    negative_margins: str = field(
-        default="error",
-        metadata={
-            "help": "Pairs whose chosen response scored below the rejected one: 'error' (stop before training), "
-            "'swap' (exchange chosen and rejected) or 'drop' (remove). Swaps and drops are logged with a count.",
-            "choices": list(NEGATIVE_MARGIN_POLICIES),
-        },
-    )
-    calibration_bins: int = field(
-        default=15, metadata={"help": "Number of equal-width bins of the expected calibration error in evaluation."}
-    )
-
     def __post_init__(self):
         super().__post_init__()
         self._validate_margin_args()
 
     def _validate_margin_args(self) -> None:
-        if self.mmpo_gamma is not None and (not math.isfinite(self.mmpo_gamma) or self.mmpo_gamma < 0):
-            raise ValueError(
-                f"`mmpo_gamma` must be a finite number >= 0, or None for hard labels; got {self.mmpo_gamma}."
-            )
-        if self.negative_margins not in NEGATIVE_MARGIN_POLICIES:
-            raise ValueError(
-                f"`negative_margins` must be one of {NEGATIVE_MARGIN_POLICIES}, got {self.negative_margins!r}."
-            )
-        if self.calibration_bins < 1:
-            raise ValueError(f"`calibration_bins` must be >= 1, got {self.calibration_bins}.")
+        _validate_mmpo_fields(self)

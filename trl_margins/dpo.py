@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections import defaultdict
-from typing import Any
 
 import torch
 import trl.trainer.dpo_trainer as _trl_dpo
@@ -21,23 +19,23 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from .config import MMPOConfig, upgrade_config
-from .data import MARGIN_COLUMN, add_margin_column
-from .evaluation import brier_score, expected_calibration_error
+from .data import MARGIN_COLUMN
 from .losses import soft_target_loss, soft_target_probs
+from .trainer_utils import (
+    CalibrationMixin,
+    MarginCollatorMixin,
+    add_margins_from_config,
+    missing_margins_error,
+    with_margin_collator,
+)
 
 # Batch entries that are not model inputs (TRL's own, plus our margin)
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", MARGIN_COLUMN}
 
 
 @dataclasses.dataclass
-class MarginDataCollator(DataCollatorForPreference):
+class MarginDataCollator(MarginCollatorMixin, DataCollatorForPreference):
     """TRL's `DataCollatorForPreference` that also carries each pair's margin (`MARGIN_COLUMN`) as a float tensor."""
-
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        output = super().torch_call(examples)
-        if MARGIN_COLUMN in examples[0]:
-            output[MARGIN_COLUMN] = torch.tensor([float(ex[MARGIN_COLUMN]) for ex in examples], dtype=torch.float32)
-        return output
 
 
 @contextlib.contextmanager
@@ -61,7 +59,7 @@ def _without_reference_model_load(trainer: DPOTrainer):
         _trl_dpo.create_model_from_path = original
 
 
-class MMPOTrainer(DPOTrainer):
+class MMPOTrainer(CalibrationMixin, DPOTrainer):
     """[`~trl.DPOTrainer`] with Margin Matching Preference Optimization (Kim et al., Section 3.2).
 
     Takes the same arguments as `DPOTrainer` and an [`MMPOConfig`] (a plain `DPOConfig` also works and trains with
@@ -80,7 +78,6 @@ class MMPOTrainer(DPOTrainer):
             model_name = model if isinstance(model, str) else _trl_dpo.get_config_model_id(model.config)
             args = self.config_class(f"{model_name.split('/')[-1]}-{self._name}")
         args = upgrade_config(args, self.config_class)
-        self._calibration: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._pending_scalars: dict[str, torch.Tensor] = {}
         load_guard = contextlib.nullcontext()
         if args.reference_free:
@@ -90,11 +87,7 @@ class MMPOTrainer(DPOTrainer):
         with load_guard:
             super().__init__(model, ref_model, args, *trainer_args, **trainer_kwargs)
         # Swapped in after `__init__`, so TRL's reference precompute (which needs no margins) keeps its own collator
-        if type(self.data_collator) is DataCollatorForPreference:
-            collator = self.data_collator
-            self.data_collator = MarginDataCollator(
-                **{f.name: getattr(collator, f.name) for f in dataclasses.fields(collator) if f.init}
-            )
+        self.data_collator = with_margin_collator(self.data_collator, DataCollatorForPreference, MarginDataCollator)
 
     # ---- data path -------------------------------------------------------------------------------------------------
     def _needs_margins(self, args: MMPOConfig) -> bool:
@@ -102,14 +95,7 @@ class MMPOTrainer(DPOTrainer):
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if self._needs_margins(args):
-            dataset = add_margin_column(
-                dataset,
-                score_chosen_column=args.score_chosen_column,
-                score_rejected_column=args.score_rejected_column,
-                margin_column=args.margin_column,
-                negative_margins=args.negative_margins,
-                dataset_name=dataset_name,
-            )
+            dataset = add_margins_from_config(dataset, args, dataset_name)
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     def _set_signature_columns_if_needed(self):
@@ -127,10 +113,7 @@ class MMPOTrainer(DPOTrainer):
             probs = torch.ones_like(like, dtype=torch.float32)
         else:
             if margins is None:
-                raise ValueError(
-                    f"`mmpo_gamma` is set but the batch carries no margins (`{MARGIN_COLUMN}`). If you passed your "
-                    "own `data_collator`, make it keep that column (see `trl_margins.dpo.MarginDataCollator`)."
-                )
+                raise missing_margins_error("trl_margins.dpo.MarginDataCollator")
             probs = soft_target_probs(margins.to(like.device), self.args.mmpo_gamma)
         eps = self.args.label_smoothing
         return probs if eps == 0 else (1 - eps) * probs + eps * (1 - probs)
@@ -216,17 +199,3 @@ class MMPOTrainer(DPOTrainer):
             self._pending_scalars = {}
         for name, value in zip(names, values.tolist(), strict=True):
             self._metrics[mode][name].append(value)
-
-    def _collect_calibration(self, reward_gaps: torch.Tensor, target_probs: torch.Tensor) -> None:
-        # Calibration needs the whole evaluation set, not a mean of per-batch values: collect here, reduce in `log`
-        pred, target = self.accelerator.gather_for_metrics((torch.sigmoid(reward_gaps.float()), target_probs))
-        self._calibration["pred"].append(pred.cpu())
-        self._calibration["target"].append(target.cpu())
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self._calibration["pred"]:
-            pred, target = torch.cat(self._calibration["pred"]), torch.cat(self._calibration["target"])
-            self._metrics["eval"]["mmpo/ece"] = [expected_calibration_error(pred, target, self.args.calibration_bins)]
-            self._metrics["eval"]["mmpo/brier"] = [brier_score(pred, target)]
-            self._calibration.clear()
-        super().log(logs, start_time)

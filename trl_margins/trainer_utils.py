@@ -1,0 +1,80 @@
+"""Pieces both trainer families (DPO and reward) share: margins through the collator, margins from the config, and
+calibration over a whole evaluation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from transformers.trainer_utils import EvalLoopOutput
+
+from .data import MARGIN_COLUMN, add_margin_column
+from .evaluation import brier_score, expected_calibration_error
+
+
+class MarginCollatorMixin:
+    """Mixed into a TRL preference collator: also carries each pair's margin (`MARGIN_COLUMN`) as a `[B]` float
+    tensor, which TRL's collators would drop."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super().torch_call(examples)
+        if MARGIN_COLUMN in examples[0]:
+            output[MARGIN_COLUMN] = torch.tensor([float(ex[MARGIN_COLUMN]) for ex in examples], dtype=torch.float32)
+        return output
+
+
+def with_margin_collator(collator, default_class: type, margin_class: type):
+    """`margin_class` built from TRL's default collator; any other collator (the user's own) is returned as is."""
+    if type(collator) is not default_class:
+        return collator
+    return margin_class(**{name: getattr(collator, name) for name in collator.__dataclass_fields__})
+
+
+def add_margins_from_config(dataset, args, dataset_name: str):
+    """`add_margin_column` with the column names and negative-margin policy of an MMPO config."""
+    return add_margin_column(
+        dataset,
+        score_chosen_column=args.score_chosen_column,
+        score_rejected_column=args.score_rejected_column,
+        margin_column=args.margin_column,
+        negative_margins=args.negative_margins,
+        dataset_name=dataset_name,
+    )
+
+
+def missing_margins_error(collator_name: str) -> ValueError:
+    return ValueError(
+        f"`mmpo_gamma` is set but the batch carries no margins (`{MARGIN_COLUMN}`). If you passed your own "
+        f"`data_collator`, make it keep that column (see `{collator_name}`)."
+    )
+
+
+class CalibrationMixin:
+    """Mixed into a Trainer: collects `sigmoid(r_w - r_l)` and the target probabilities of every evaluation batch and
+    reports their expected calibration error (`mmpo/ece`) and Brier score (`mmpo/brier`) once per evaluation loop.
+
+    Reduced in `evaluation_loop`, not averaged per batch (calibration is a property of the whole set), so `predict`
+    reports it too and nothing carries over into the next evaluation.
+    """
+
+    def _collect_calibration(self, reward_gaps: torch.Tensor, target_probs: torch.Tensor) -> None:
+        if not hasattr(self, "_calibration"):
+            self._calibration = defaultdict(list)
+        pred, target = self.accelerator.gather_for_metrics((torch.sigmoid(reward_gaps.float()), target_probs))
+        self._calibration["pred"].append(pred.cpu())
+        self._calibration["target"].append(target.cpu())
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ) -> EvalLoopOutput:
+        self._calibration = defaultdict(list)
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self._calibration["pred"]:
+            pred, target = torch.cat(self._calibration["pred"]), torch.cat(self._calibration["target"])
+            output.metrics[f"{metric_key_prefix}_mmpo/ece"] = expected_calibration_error(
+                pred, target, self.args.calibration_bins
+            )
+            output.metrics[f"{metric_key_prefix}_mmpo/brier"] = brier_score(pred, target)
+        self._calibration = defaultdict(list)
+        return output
