@@ -154,10 +154,15 @@ def test_evaluation_reports_calibration_against_the_targets(tiny_model_dir, tmp_
     chosen, rejected = (beta * (policy - reference)).chunk(2)
     pred = torch.sigmoid(chosen - rejected)
     target = torch.sigmoid(gamma * collator_batch[MARGIN_COLUMN].double())
-    bins = np.minimum((pred.numpy() * 15).astype(int), 14)
-    ece = sum(abs(pred.numpy()[bins == b].sum() - target.numpy()[bins == b].sum()) for b in range(15)) / len(pred)
+    # Symmetric ECE: every pair counted in both orders, (p, t) and (1 - p, 1 - t)
+    both_pred = np.concatenate([pred.numpy(), 1 - pred.numpy()])
+    both_target = np.concatenate([target.numpy(), 1 - target.numpy()])
+    bins = np.minimum((both_pred * 15).astype(int), 14)
+    ece = sum(abs(both_pred[bins == b].sum() - both_target[bins == b].sum()) for b in range(15)) / len(both_pred)
     assert metrics["eval_mmpo/ece"] == pytest.approx(ece, rel=1e-3)
-    assert metrics["eval_mmpo/ece"] == pytest.approx(expected_calibration_error(pred, target), rel=1e-3)
+    assert metrics["eval_mmpo/ece"] == pytest.approx(
+        expected_calibration_error(pred, target, symmetric=True), rel=1e-3
+    )
     assert metrics["eval_mmpo/brier"] == pytest.approx(((pred - target) ** 2).mean().item(), rel=1e-3)
 
     # Per-batch metrics are means of batch means (batches of 3, 3, 3, 1), as TRL's DPOTrainer logs them

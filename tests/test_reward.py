@@ -335,6 +335,8 @@ def test_evaluation_metrics_on_a_hand_made_case(tiny_model_dir, tmp_path):
     s = _sigmoid
     # Two bins, [0, 0.5) and [0.5, 1]. Bin 0 holds z = -1 (target s(1)); bin 1 holds z = 2, 0, 3, 1 against targets
     # s(2), s(0), s(1), s(3): the same sums, so it contributes nothing
+    # The trainer's ECE is symmetric (each pair also counted as (1 - p, 1 - t)): the mirrored pairs add the same
+    # |difference| again over twice the count, so the value is the same
     assert metrics["eval_mmpo/ece"] == pytest.approx((s(1) - s(-1)) / 5, rel=1e-6)
     assert metrics["eval_mmpo/brier"] == pytest.approx(((s(1) - s(-1)) ** 2 + 2 * (s(3) - s(1)) ** 2) / 5, rel=1e-6)
     # Per-step metrics are means of per-batch means, like TRL's (batches of 2, 2 and 1 pairs)

@@ -52,7 +52,8 @@ def missing_margins_error(collator_name: str) -> ValueError:
 
 class CalibrationMixin:
     """Mixed into a Trainer: collects `sigmoid(r_w - r_l)` and the target probabilities of every evaluation batch and
-    reports their expected calibration error (`mmpo/ece`) and Brier score (`mmpo/brier`) once per evaluation loop.
+    reports their expected calibration error (`mmpo/ece`, symmetric: each pair counted in both orders, as in
+    `preference_metrics`) and Brier score (`mmpo/brier`) once per evaluation loop.
 
     Reduced in `evaluation_loop`, not averaged per batch (calibration is a property of the whole set), so `predict`
     reports it too and nothing carries over into the next evaluation.
@@ -72,8 +73,10 @@ class CalibrationMixin:
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if self._calibration["pred"]:
             pred, target = torch.cat(self._calibration["pred"]), torch.cat(self._calibration["target"])
+            # Symmetric: each pair counts in both orders, so hard labels give the usual confidence-vs-accuracy ECE
+            # (not 1 - mean(p)) and the result does not depend on which response is listed first
             output.metrics[f"{metric_key_prefix}_mmpo/ece"] = expected_calibration_error(
-                pred, target, self.args.calibration_bins
+                pred, target, self.args.calibration_bins, symmetric=True
             )
             output.metrics[f"{metric_key_prefix}_mmpo/brier"] = brier_score(pred, target)
         self._calibration = defaultdict(list)

@@ -1,0 +1,352 @@
+"""`trl-margins evaluate`: accuracy and calibration of a reward model or a DPO/SimPO policy on preference pairs.
+
+    trl-margins evaluate --model PATH_OR_ID [--ref_model ...] [--reference_free] [--beta ...] --dataset NAME_OR_FILE
+        [--split ...] [--output_dir ...] [--gamma ... | --prob_column ...] [--batch_size ...] [--max_samples ...]
+
+Writes ``metrics.json`` (overall metrics with the reliability table, per-subset accuracy, RewardBench's section
+scores when the subsets are RewardBench's), ``rewards.jsonl`` (the rewards of every pair),
+``reliability_diagram.png`` and ``reward_margins.png`` to ``--output_dir``, and prints a short table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .evaluation import (
+    plot_margin_histogram,
+    plot_reliability_diagram,
+    preference_metrics,
+    rewardbench_section_scores,
+    subset_metrics,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPES = ("rm", "dpo", "simpo")
+_LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+# Without `--beta`, the default of each objective: TRL's DPOConfig, and SimPO's paper (2.0-2.5 for its base models)
+_DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
+
+
+class UsageError(ValueError):
+    """Flags that don't fit together or don't fit the model or data; `main` reports it as a usage error."""
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The arguments of `trl-margins evaluate`, added to ``parser`` (e.g. a subcommand's) or to a new one."""
+    if parser is None:
+        parser = argparse.ArgumentParser(
+            prog="trl-margins evaluate",
+            description="Accuracy and calibration (ECE, Brier score, reliability diagram) of a reward model or a "
+            "DPO/SimPO policy on preference pairs.",
+        )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", required=True, help="Path or hub id of the model (or of a PEFT adapter).")
+    model.add_argument(
+        "--model_type",
+        choices=MODEL_TYPES,
+        default=None,
+        help="rm: sequence-classification reward model; dpo: policy with implicit rewards beta*log(pi/pi_ref); "
+        "simpo: reference-free beta/|y|*log(pi). Default: rm or dpo, from the model config's `architectures`.",
+    )
+    model.add_argument(
+        "--ref_model", default=None, help="Reference policy of a DPO model. Not needed for a PEFT adapter."
+    )
+    model.add_argument("--reference_free", action="store_true", help="SimPO rewards (same as --model_type simpo).")
+    model.add_argument(
+        "--beta", type=float, default=None, help="Beta of the policy's loss (default: 0.1 DPO, 2 SimPO)."
+    )
+    model.add_argument("--tokenizer", default=None, help="Tokenizer path or id (default: the model's).")
+    model.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    model.add_argument("--device", default=None, help="Default: cuda if available, else cpu.")
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        required=True,
+        help="A local .json/.jsonl/.parquet/.csv file or a hub dataset name, in TRL's preference format or "
+        "RewardBench's (prompt, chosen, rejected, subset).",
+    )
+    data.add_argument("--dataset_config", default=None, help="Configuration name of a hub dataset.")
+    data.add_argument("--split", default=None, help="Split (default: the only one, or 'test').")
+    data.add_argument("--max_samples", type=int, default=None, help="Evaluate the first N pairs only.")
+    data.add_argument("--subset_column", default="subset", help="Column naming each pair's subset, if present.")
+    data.add_argument(
+        "--conversational",
+        action="store_true",
+        help="Wrap string prompts and completions as chat turns and apply the model's chat template, as "
+        "RewardBench does for chat models.",
+    )
+    data.add_argument("--max_length", type=int, default=None, help="Truncate sequences to this many tokens.")
+
+    targets = parser.add_argument_group("calibration targets (default: hard labels)")
+    targets.add_argument(
+        "--gamma",
+        type=float,
+        default=None,
+        help="MMPO targets sigmoid(gamma * (score_chosen - score_rejected)) from the score columns.",
+    )
+    targets.add_argument("--score_chosen_column", default="score_chosen")
+    targets.add_argument("--score_rejected_column", default="score_rejected")
+    targets.add_argument("--margin_column", default=None, help="Column with the margin itself (instead of scores).")
+    targets.add_argument(
+        "--negative_margins",
+        default="error",
+        choices=["error", "swap", "drop"],
+        help="Pairs whose chosen response scored lower: stop, swap chosen and rejected, or drop them.",
+    )
+    targets.add_argument("--prob_column", default=None, help="Column with each pair's target probability.")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", default="evaluation", help="Where metrics.json and the plots go.")
+    run.add_argument("--batch_size", type=int, default=8)
+    run.add_argument("--n_bins", type=int, default=15, help="Bins of the ECE and the reliability diagram.")
+    run.add_argument("--no_plots", action="store_true", help="Skip the PNGs (and the need for matplotlib).")
+    return parser
+
+
+# ---- loading -------------------------------------------------------------------------------------------------------
+def load_preference_dataset(name_or_path: str, split: str | None = None, config: str | None = None):
+    """A local file (by extension) or a hub dataset, as one `datasets.Dataset`."""
+    from datasets import DatasetDict, load_dataset
+
+    path = Path(name_or_path)
+    if path.is_file():
+        if path.suffix not in _LOCAL_FORMATS:
+            raise UsageError(f"Can't read {path}: use one of {sorted(_LOCAL_FORMATS)}, or a hub dataset name.")
+        if split not in (None, "train"):
+            logger.warning("A single local file has one split; ignoring --split %s.", split)
+        return load_dataset(_LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+    dataset = load_dataset(name_or_path, config, split=split)
+    if isinstance(dataset, DatasetDict):
+        if len(dataset) == 1:
+            return next(iter(dataset.values()))
+        if "test" in dataset:
+            return dataset["test"]
+        raise UsageError(f"{name_or_path} has splits {sorted(dataset)}: choose one with --split.")
+    return dataset
+
+
+def _model_kind(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(model_type, base model of a PEFT adapter or None)``, from the flags or the model's config."""
+    from transformers import AutoConfig
+    from transformers.utils import find_adapter_config_file
+
+    adapter_base, task_type = None, None
+    if find_adapter_config_file(args.model) is not None:
+        from peft import PeftConfig
+
+        peft_config = PeftConfig.from_pretrained(args.model)
+        adapter_base, task_type = peft_config.base_model_name_or_path, str(peft_config.task_type or "")
+    if args.reference_free:
+        if args.model_type not in (None, "simpo"):
+            raise UsageError(f"--reference_free means --model_type simpo, not {args.model_type}.")
+        return "simpo", adapter_base
+    if args.model_type is not None:
+        return args.model_type, adapter_base
+    if task_type:
+        return ("rm" if "SEQ_CLS" in task_type else "dpo"), adapter_base
+    architectures = AutoConfig.from_pretrained(adapter_base or args.model).architectures or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "rm", adapter_base
+    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures):
+        return "dpo", adapter_base
+    raise UsageError(
+        f"Can't tell the kind of model from its architectures {architectures}: pass --model_type rm|dpo|simpo."
+    )
+
+
+def _load(model_id: str, kind: str, is_adapter: bool, dtype, device: str):
+    if kind == "rm":
+        from transformers import AutoModelForSequenceClassification as auto_class
+
+        if is_adapter:
+            from peft import AutoPeftModelForSequenceClassification as auto_class
+    else:
+        from transformers import AutoModelForCausalLM as auto_class
+
+        if is_adapter:
+            from peft import AutoPeftModelForCausalLM as auto_class
+    return auto_class.from_pretrained(model_id, dtype=dtype).to(device)
+
+
+def _targets(dataset, args: argparse.Namespace) -> tuple[Any, torch.Tensor | None, str]:
+    """``(dataset, target probabilities or None, description)``. May swap or drop pairs (``--negative_margins``)."""
+    from .data import MARGIN_COLUMN, add_margin_column
+    from .losses import soft_target_probs
+
+    if args.prob_column is not None and args.gamma is not None:
+        raise UsageError("Give either --prob_column or --gamma, not both.")
+    if args.prob_column is not None:
+        if args.prob_column not in dataset.column_names:
+            raise UsageError(f"No column {args.prob_column!r}; the columns are {dataset.column_names}.")
+        probs = torch.tensor([float(p) for p in dataset[args.prob_column]], dtype=torch.float64)
+        if not (torch.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()):
+            raise UsageError(f"Column {args.prob_column!r} must hold probabilities in [0, 1].")
+        return dataset, probs, f"column '{args.prob_column}'"
+    if args.gamma is not None:
+        try:
+            dataset = add_margin_column(
+                dataset,
+                score_chosen_column=args.score_chosen_column,
+                score_rejected_column=args.score_rejected_column,
+                margin_column=args.margin_column,
+                negative_margins=args.negative_margins,
+                dataset_name="evaluation",
+            )
+        except ValueError as e:  # a missing column or a bad score: the message says which
+            raise UsageError(str(e)) from e
+        margins = torch.tensor(dataset[MARGIN_COLUMN], dtype=torch.float64)
+        source = args.margin_column or f"{args.score_chosen_column} - {args.score_rejected_column}"
+        return dataset, soft_target_probs(margins, args.gamma).double(), f"sigmoid({args.gamma:g} * ({source}))"
+    return dataset, None, "hard labels"
+
+
+# ---- the command ---------------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate as `main` does, from parsed arguments; returns what it writes to ``metrics.json``."""
+    from transformers import AutoTokenizer
+
+    from .rewards_extraction import as_conversational, policy_rewards, reward_model_scores
+
+    if not args.no_plots:
+        try:  # fail before the (long) scoring, not after it
+            import matplotlib  # noqa: F401
+        except ImportError as e:
+            raise ImportError("Plots need matplotlib: `pip install 'trl-margins[plot]'`, or pass --no_plots.") from e
+    kind, adapter_base = _model_kind(args)
+    beta = args.beta if args.beta is not None else _DEFAULT_BETA.get(kind)
+    if kind == "rm" and (args.ref_model or args.beta is not None):
+        raise UsageError("A reward model's scores are its rewards: --ref_model and --beta are for policies.")
+    if kind == "simpo" and args.ref_model:
+        raise UsageError("SimPO rewards are reference-free: drop --ref_model.")
+    if kind == "dpo" and args.ref_model is None and adapter_base is None:
+        raise UsageError(
+            "DPO's implicit rewards need the reference policy: pass --ref_model (usually the SFT model the policy was "
+            "trained from), or a PEFT adapter as --model (its base is the reference), or --model_type simpo."
+        )
+
+    dataset = load_preference_dataset(args.dataset, args.split, args.dataset_config)
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    dataset, target_probs, targets = _targets(dataset, args)
+    if args.conversational:
+        if "prompt" not in dataset.column_names:
+            raise UsageError("--conversational needs a `prompt` column (the user turn).")
+        dataset = dataset.map(as_conversational, desc="Formatting pairs as conversations")
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    tokenizer_id = args.tokenizer or args.model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_id)
+    except (OSError, ValueError):
+        if adapter_base is None or args.tokenizer:
+            raise
+        tokenizer = AutoTokenizer.from_pretrained(adapter_base)  # an adapter saved without its tokenizer
+    model = _load(args.model, kind, adapter_base is not None, dtype, device)
+    if kind == "rm":
+        chosen, rejected = reward_model_scores(model, tokenizer, dataset, args.batch_size, args.max_length)
+    else:
+        ref_model = _load(args.ref_model, kind, False, dtype, device) if args.ref_model else None
+        chosen, rejected = policy_rewards(
+            model,
+            tokenizer,
+            dataset,
+            beta,
+            ref_model=ref_model,
+            reference_free=kind == "simpo",
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+        )
+
+    overall = preference_metrics(chosen, rejected, target_probs, n_bins=args.n_bins)
+    result: dict[str, Any] = {
+        "model": args.model,
+        "model_type": kind,
+        "ref_model": (args.ref_model or adapter_base) if kind == "dpo" else None,
+        "beta": beta,
+        "dataset": args.dataset,
+        "split": args.split,
+        "targets": targets,
+        "overall": overall,
+    }
+    if args.subset_column in dataset.column_names:
+        subsets = [str(s) for s in dataset[args.subset_column]]
+        result["subsets"] = subset_metrics(chosen, rejected, subsets)
+        sections = rewardbench_section_scores({name: m["accuracy"] for name, m in result["subsets"].items()})
+        if sections is not None:
+            result["rewardbench_sections"] = sections
+
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    with open(output_dir / "rewards.jsonl", "w") as f:
+        for i, (c, r) in enumerate(zip(chosen.tolist(), rejected.tolist())):
+            row = {"chosen_reward": c, "rejected_reward": r}
+            if target_probs is not None:
+                row["target_prob"] = float(target_probs[i])
+            f.write(json.dumps(row) + "\n")
+    written = ["metrics.json", "rewards.jsonl"]
+    if not args.no_plots:
+        name = Path(args.model.rstrip("/")).name
+        plot_reliability_diagram(overall, output_dir / "reliability_diagram.png", f"Reliability diagram: {name}")
+        plot_margin_histogram(chosen, rejected, output_dir / "reward_margins.png", f"Reward margins: {name}")
+        written += ["reliability_diagram.png", "reward_margins.png"]
+    print(format_table(result))
+    print(f"Wrote {', '.join(written)} to {output_dir}")
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The short plain-text summary `main` prints."""
+    overall = result["overall"]
+    beta = "" if result["beta"] is None else f", beta={result['beta']:g}"
+    lines = [
+        f"{result['model']} ({result['model_type']}{beta}) on {result['dataset']}: {overall['num_pairs']} pairs",
+        f"calibration against {result['targets']}",
+        "",
+        f"  {'accuracy':<24}{overall['accuracy']:>10.4f}",
+        f"  {'mean margin':<24}{overall['mean_margin']:>10.4f}",
+        f"  {'ECE':<24}{overall['ece']:>10.4f}",
+        f"  {'Brier score':<24}{overall['brier']:>10.4f}",
+        f"  {'NLL':<24}{overall['nll']:>10.4f}",
+    ]
+    if "subsets" in result:
+        lines += ["", f"  {'subset':<24}{'pairs':>8}{'accuracy':>10}"]
+        lines += [f"  {k:<24}{v['num_pairs']:>8}{v['accuracy']:>10.4f}" for k, v in result["subsets"].items()]
+    if "rewardbench_sections" in result:
+        lines += ["", "  RewardBench sections"]
+        lines += [f"  {k:<24}{v:>10.4f}" for k, v in result["rewardbench_sections"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `trl-margins evaluate`; ``argv`` without the program and subcommand names."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "n_bins", "max_samples", "max_length"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be >= 1, got {value}.")
+    if args.gamma is not None and not (math.isfinite(args.gamma) and args.gamma >= 0):
+        parser.error(f"--gamma must be a finite number >= 0, got {args.gamma}.")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except UsageError as e:
+        parser.error(str(e))  # exits with status 2 and the usage line, like argparse's own errors
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Rewards of preference pairs under a model, over a dataset, in batches: the inputs of `trl_margins.evaluation`.
+
+Three kinds of reward, each computed the way the matching TRL trainer computes it, so that the numbers agree with the
+trainers' logged `rewards/*`:
+
+* a sequence-classification reward model's score of prompt+chosen and prompt+rejected (tokenized like
+  `trl.RewardTrainer`: EOS appended to standard completions, chat template for conversational ones);
+* a DPO policy's implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))``, the reference being a separate model or,
+  for a PEFT model, the same model with its adapter disabled;
+* SimPO's reference-free reward ``beta / |y| * log pi(y|x)``.
+
+Policies are tokenized like `trl.DPOTrainer` (prompt and prompt+completion tokenized apart, the completion being what
+follows their common prefix; EOS appended to standard completions), batched with TRL's `DataCollatorForPreference`,
+and scored with TRL's fused LM head, which never builds the ``(batch, length, vocab)`` logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl.data_utils import extract_prompt, is_conversational
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import add_fused_lm_head
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "as_conversational",
+    "dpo_implicit_rewards",
+    "policy_rewards",
+    "reward_model_scores",
+    "simpo_rewards",
+    "tokenize_for_policy",
+    "tokenize_for_reward_model",
+]
+
+Rows = Dataset | Sequence[dict[str, Any]]
+
+
+# ---- tokenization, as TRL's trainers do it -------------------------------------------------------------------------
+def as_conversational(example: dict[str, Any]) -> dict[str, Any]:
+    """Wrap a standard pair (strings) as a user turn and two assistant turns, so that the model's chat template
+    applies; RewardBench scores chat models this way. Conversational pairs are returned unchanged."""
+    if is_conversational(example):
+        return example
+    return {
+        **example,
+        "prompt": [{"role": "user", "content": example["prompt"]}],
+        "chosen": [{"role": "assistant", "content": example["chosen"]}],
+        "rejected": [{"role": "assistant", "content": example["rejected"]}],
+    }
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerBase, text_or_messages, example: dict, **template_kwargs) -> list[int]:
+    # As `trl.data_utils._tokenize`, with the per-example `tools` and `chat_template_kwargs` TRL's trainers pass
+    if isinstance(text_or_messages, list):
+        tools = example.get("tools")
+        tools = json.loads(tools) if isinstance(tools, str) else tools
+        template_kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {}), **template_kwargs}
+        encoded = tokenizer.apply_chat_template(text_or_messages, tokenize=True, return_dict=True, **template_kwargs)
+        return list(encoded["input_ids"])
+    return list(tokenizer(text=text_or_messages)["input_ids"])
+
+
+def _with_eos(example: dict[str, Any], eos_token: str | None, keys: Sequence[str]) -> dict[str, Any]:
+    if eos_token is None:  # e.g. BERT-style tokenizers, which close a sequence with their own [SEP]
+        return example
+    example = dict(example)
+    for key in keys:
+        if not example[key].endswith(eos_token):
+            example[key] = example[key] + eos_token
+    return example
+
+
+def tokenize_for_policy(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
+    """``prompt_ids``, ``chosen_ids`` and ``rejected_ids`` of a pair, exactly as `trl.DPOTrainer` prepares them."""
+    if "prompt" not in example:  # implicit prompt: the common start of chosen and rejected
+        example = {**example, **extract_prompt(example)}
+    if not is_conversational(example):
+        example = _with_eos(example, tokenizer.eos_token, ("chosen", "rejected"))
+    prompt, chosen, rejected = example["prompt"], example["chosen"], example["rejected"]
+    if is_conversational(example):
+        prompt_ids = _token_ids(tokenizer, prompt, example, add_generation_prompt=True)
+    else:
+        prompt_ids = _token_ids(tokenizer, prompt, example)
+    chosen_full = _token_ids(tokenizer, prompt + chosen, example)
+    rejected_full = _token_ids(tokenizer, prompt + rejected, example)
+    # Some templates render the prompt alone differently, and tokens can merge across the boundary: the completion
+    # starts where the tokenizations diverge (TRL's `common_prefix_length`)
+    prompt_len = min(_common_prefix(prompt_ids, chosen_full), _common_prefix(prompt_ids, rejected_full))
+    return {
+        "prompt_ids": prompt_ids[:prompt_len],
+        "chosen_ids": chosen_full[prompt_len:],
+        "rejected_ids": rejected_full[prompt_len:],
+    }
+
+
+def _common_prefix(ids: list[int], other: list[int]) -> int:
+    length = 0
+    for a, b in zip(ids, other):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
+def tokenize_for_reward_model(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
+    """``chosen_ids`` and ``rejected_ids`` (prompt included) of a pair, exactly as `trl.RewardTrainer` prepares
+    them."""
+    if not is_conversational(example):
+        example = _with_eos(example, tokenizer.eos_token, ("chosen", "rejected"))
+    chosen, rejected = example["chosen"], example["rejected"]
+    if "prompt" in example:
+        chosen, rejected = example["prompt"] + chosen, example["prompt"] + rejected
+    return {
+        "chosen_ids": _token_ids(tokenizer, chosen, example),
+        "rejected_ids": _token_ids(tokenizer, rejected, example),
+    }
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------------
+def _batches(dataset: Rows, batch_size: int, desc: str) -> Iterator[list[dict[str, Any]]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    n = len(dataset)
+    with tqdm(total=n, desc=desc, unit="pair") as progress:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            if isinstance(dataset, Dataset):
+                columns = dataset[start:stop]
+                rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+            else:
+                rows = [dict(row) for row in dataset[start:stop]]
+            yield rows
+            progress.update(len(rows))
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    # As TRL's trainers: the pad token, or EOS when the tokenizer has none
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("The tokenizer has neither a pad token nor an EOS token to pad batches with.")
+    return pad
+
+
+@contextlib.contextmanager
+def _eval_mode(*models: torch.nn.Module | None):
+    """Dropout off while scoring, and each model's train/eval mode restored afterwards."""
+    models = [m for m in models if m is not None]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in zip(models, modes):
+            m.train(training)
+
+
+def _is_peft(model: torch.nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+def _with_fused_head(model: PreTrainedModel) -> None:
+    """Give `model` TRL's fused LM head (`model(..., labels=..., fused_lm_head=True).log_probs`), once: the kernel the
+    DPO trainer scores with, so the rewards match its logs. The normal forward (and generation) is unchanged."""
+    base = model.get_base_model() if _is_peft(model) else model  # TRL patches below the PEFT wrapper too
+    if not getattr(base, "_trl_margins_fused_head", False):
+        add_fused_lm_head(base)
+        base._trl_margins_fused_head = True
+
+
+def _completion_log_probs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each sequence's completion tokens, and the number of those tokens."""
+    device = _device(model)
+    input_ids, completion_mask = batch["input_ids"].to(device), batch["completion_mask"].to(device)
+    labels = input_ids.masked_fill(completion_mask == 0, -100)
+    outputs = model(
+        input_ids=input_ids,
+        attention_mask=batch["attention_mask"].to(device),
+        labels=labels,
+        use_cache=False,
+        fused_lm_head=True,
+    )
+    shift_mask = completion_mask[:, 1:]
+    # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
+    log_probs = outputs.log_probs[:, -shift_mask.size(1) :].sum(dim=1).float()
+    return log_probs, shift_mask.sum(dim=1)
+
+
+# ---- rewards -------------------------------------------------------------------------------------------------------
+def reward_model_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Rows,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of a sequence-classification reward model (one output) for prompt+chosen and prompt+rejected.
+
+    Args:
+        model: an ``AutoModelForSequenceClassification`` with ``num_labels=1`` (a PEFT one works too).
+        tokenizer: its tokenizer; conversational pairs use its chat template.
+        dataset: preference pairs, standard or conversational, explicit prompt or not (TRL's format).
+        batch_size: pairs per forward pass (each pass scores ``2 * batch_size`` sequences).
+        max_length: truncate each sequence to its first ``max_length`` tokens (as RewardBench's pipeline does);
+            ``None`` keeps them whole.
+
+    Returns:
+        ``(chosen_scores, rejected_scores)``, float32 tensors on the CPU in the order of ``dataset``.
+    """
+    pad_id = _pad_token_id(tokenizer)
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if config.pad_token_id is None:
+        # The classifier reads the score at the last non-pad token, so it must know the pad token to batch
+        config.pad_token_id = pad_id
+    chosen_scores, rejected_scores = [], []
+    with _eval_mode(model):
+        for rows in _batches(dataset, batch_size, desc="Scoring pairs with the reward model"):
+            tokenized = [tokenize_for_reward_model(row, tokenizer) for row in rows]
+            sequences = [t["chosen_ids"] for t in tokenized] + [t["rejected_ids"] for t in tokenized]
+            if max_length is not None:
+                sequences = [ids[:max_length] for ids in sequences]
+            input_ids = pad_sequence([torch.tensor(s) for s in sequences], batch_first=True, padding_value=pad_id)
+            attention_mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in sequences], batch_first=True)
+            device = _device(model)
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            if logits.shape[-1] != 1:
+                raise ValueError(
+                    f"A reward model has one output (num_labels=1); this one has {logits.shape[-1]}. Is it a "
+                    "classifier of another kind?"
+                )
+            chosen, rejected = logits[:, 0].float().cpu().chunk(2)
+            chosen_scores.append(chosen)
+            rejected_scores.append(rejected)
+    return torch.cat(chosen_scores), torch.cat(rejected_scores)
+
+
+def policy_rewards(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Rows,
+    beta: float,
+    ref_model: PreTrainedModel | None = None,
+    reference_free: bool = False,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Implicit rewards of a causal LM policy: DPO's ``beta * log pi/pi_ref(y|x)`` or SimPO's ``beta/|y| * log
+    pi(y|x)``, for the chosen and the rejected completion of each pair.
+
+    Equal to `MMPOTrainer`'s (and `trl.DPOTrainer`'s) ``rewards/chosen`` and ``rewards/rejected`` for the same model,
+    data, ``beta`` and ``max_length``.
+
+    Args:
+        model: the policy, an ``AutoModelForCausalLM`` or a PEFT model wrapping one. It gets TRL's fused LM head
+            (`trl.trainer.utils.add_fused_lm_head`, which leaves its normal forward as it was).
+        tokenizer: its tokenizer; conversational pairs use its chat template.
+        dataset: preference pairs, standard or conversational, explicit prompt or not (TRL's format).
+        beta: the ``beta`` of the loss the policy was trained with.
+        ref_model: the reference policy of DPO. With ``None``, a PEFT ``model`` is its own reference with the adapter
+            disabled (PEFT's ``disable_adapter()``), as in TRL.
+        reference_free: SimPO's length-normalised rewards; no reference model.
+        batch_size: pairs per forward pass.
+        max_length: truncate prompt+completion to its first ``max_length`` tokens, as the trainers' collator does;
+            ``None`` keeps it whole. A pair left without completion tokens gets reward 0 (with a warning).
+
+    Returns:
+        ``(chosen_rewards, rejected_rewards)``, float32 tensors on the CPU in the order of ``dataset``.
+    """
+    if reference_free and ref_model is not None:
+        raise ValueError("`reference_free=True` (SimPO) uses no reference model: don't pass `ref_model`.")
+    if not reference_free and ref_model is None and not _is_peft(model):
+        raise ValueError(
+            "DPO's implicit rewards need the reference policy: pass `ref_model` (usually the SFT model the policy "
+            "was trained from), or a PEFT model (its base, with the adapter disabled, is the reference), or set "
+            "`reference_free=True` for SimPO's reference-free rewards."
+        )
+    collator = DataCollatorForPreference(pad_token_id=_pad_token_id(tokenizer), max_length=max_length)
+    _with_fused_head(model)
+    if ref_model is not None:
+        _with_fused_head(ref_model)
+    chosen_rewards, rejected_rewards = [], []
+    empty = 0
+    desc = "Computing SimPO rewards" if reference_free else "Computing DPO implicit rewards"
+    with _eval_mode(model, ref_model):
+        for rows in _batches(dataset, batch_size, desc=desc):
+            batch = collator([tokenize_for_policy(row, tokenizer) for row in rows])
+            log_probs, lengths = _completion_log_probs(model, batch)
+            empty += int((lengths == 0).sum())
+            if reference_free:
+                scores = log_probs / lengths.clamp(min=1).to(log_probs)
+            else:
+                if ref_model is None:
+                    with model.disable_adapter():
+                        ref_log_probs, _ = _completion_log_probs(model, batch)
+                else:
+                    ref_log_probs, _ = _completion_log_probs(ref_model, batch)
+                scores = log_probs - ref_log_probs.to(log_probs.device)
+            chosen, rejected = (beta * scores).cpu().chunk(2)
+            chosen_rewards.append(chosen)
+            rejected_rewards.append(rejected)
+    if empty:
+        logger.warning(
+            "%d completions have no token left after truncation to max_length=%s; their reward is 0.",
+            empty,
+            max_length,
+        )
+    return torch.cat(chosen_rewards), torch.cat(rejected_rewards)
+
+
+def dpo_implicit_rewards(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Rows,
+    beta: float,
+    ref_model: PreTrainedModel | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPO's implicit rewards ``beta * log pi/pi_ref(y|x)``; see `policy_rewards`."""
+    return policy_rewards(
+        model, tokenizer, dataset, beta, ref_model=ref_model, batch_size=batch_size, max_length=max_length
+    )
+
+
+def simpo_rewards(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Rows,
+    beta: float,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SimPO's reference-free rewards ``beta / |y| * log pi(y|x)``; see `policy_rewards`."""
+    return policy_rewards(
+        model, tokenizer, dataset, beta, reference_free=True, batch_size=batch_size, max_length=max_length
+    )
