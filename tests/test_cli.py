@@ -1,0 +1,327 @@
+"""The command line: recipe keys and their renames, override rules, dataset sources, the entry point."""
+
+import json
+import logging
+
+import pytest
+import yaml
+from datasets import Dataset
+
+from trl_margins import cli
+from trl_margins.cli import UsageError, map_key, parse_args, split_argv
+
+from .conftest import make_preference_dataset
+
+
+def write_recipe(path, **entries) -> str:
+    path.write_text(yaml.safe_dump(entries))
+    return str(path)
+
+
+def base(tmp_path, **entries) -> dict:
+    """The keys every test recipe needs: a model path (never loaded by the parser) and an output folder."""
+    return {"model_name_or_path": "unused-model", "output_dir": str(tmp_path / "out"), **entries}
+
+
+def cli_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "trl_margins.cli" and r.levelno == logging.WARNING]
+
+
+# ---- renamed and removed keys --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("torch_dtype", "bfloat16", ("dtype", "bfloat16")),
+        ("evaluation_strategy", "steps", ("eval_strategy", "steps")),
+        ("warmup_ratio", 0.3, ("warmup_steps", 0.3)),
+        ("warmup_ratio", "0.1", ("warmup_steps", "0.1")),  # a command-line string stays a string
+        ("use_flash_attention_2", True, ("attn_implementation", "flash_attention_2")),
+        ("use_flash_attention_2", cli._FLAG, ("attn_implementation", "flash_attention_2")),
+        ("bt_beta", 2.2, ("mmpo_gamma", 2.2)),
+        ("preprocessing_num_workers", 12, ("dataset_num_proc", 12)),
+        ("hub_model_revision", "main", ("hub_revision", "main")),
+        ("max_seq_length", 512, ("max_length", 512)),
+    ],
+)
+def test_renamed_keys_warn_once(caplog, key, value, expected):
+    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+        assert map_key(key, value, "recipe") == expected
+    (message,) = cli_warnings(caplog)
+    assert key in message and expected[0] in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("torch_dtype", None), ("torch_dtype", "null"), ("use_flash_attention_2", False), ("max_prompt_length", 512)],
+)
+def test_keys_without_effect_are_dropped_with_a_warning(caplog, key, value):
+    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+        assert map_key(key, value, "recipe") is None
+    assert len(cli_warnings(caplog)) == 1
+
+
+def test_warmup_ratio_must_be_a_ratio():
+    with pytest.raises(UsageError, match="warmup_ratio"):
+        map_key("warmup_ratio", 1.0, "recipe")
+
+
+def test_ambiguous_gamma_is_refused():
+    with pytest.raises(UsageError, match="mmpo_gamma.*gamma_beta_ratio"):
+        map_key("gamma", 0.5, "recipe")
+
+
+def test_current_keys_pass_unchanged(caplog):
+    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+        assert map_key("beta", 0.1, "recipe") == ("beta", 0.1)
+    assert cli_warnings(caplog) == []
+
+
+# ---- the command line ----------------------------------------------------------------------------------------------
+def test_split_argv_forms():
+    recipe, overrides = split_argv(
+        ["r.yaml", "--beta", "0.1", "--learning-rate=1e-6", "--bf16", "--report_to", "wandb", "tensorboard"]
+    )
+    assert recipe == "r.yaml"
+    assert overrides == [
+        ("beta", "0.1"),
+        ("learning_rate", "1e-6"),
+        ("bf16", cli._FLAG),
+        ("report_to", ["wandb", "tensorboard"]),
+    ]
+    assert split_argv(["--config", "r.yml", "--seed=1"]) == ("r.yml", [("seed", "1")])
+    assert split_argv(["--margin_step_size", "-1"])[1] == [("margin_step_size", "-1")]  # a negative value, not a flag
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["a.yaml", "--config", "b.yaml"], "one recipe"),
+        (["recipe.txt"], "first argument"),
+        (["--beta", "0.1", "--", "x"], "Unexpected"),
+        (["-v"], "Unexpected"),
+    ],
+)
+def test_split_argv_errors(argv, match):
+    with pytest.raises(UsageError, match=match):
+        split_argv(argv)
+
+
+# ---- recipes and overrides -----------------------------------------------------------------------------------------
+def test_recipe_values_and_overrides(tmp_path, caplog):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        **base(tmp_path),
+        torch_dtype="bfloat16",
+        warmup_ratio=0.1,
+        evaluation_strategy="steps",
+        use_flash_attention_2=True,
+        bt_beta=2.2,
+        max_prompt_length=512,
+        preprocessing_num_workers=2,
+        loss_type="sigmoid",
+        learning_rate="5e-7",  # PyYAML reads `5e-7` (no dot) as a string; argparse converts it
+        beta=0.01,
+        env={"TRL_MARGINS_TEST_ENV": "from-recipe"},
+        model_init_kwargs={"torch_dtype": "bfloat16"},
+    )
+    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+        script, args, model, _ = parse_args("mmpo", [recipe, "--beta", "0.2", "--mmpo_gamma=1.5"])
+    assert model.dtype == "bfloat16" and model.attn_implementation == "flash_attention_2"
+    assert args.warmup_steps == 0.1 and args.eval_strategy == "steps" and args.dataset_num_proc == 2
+    assert args.loss_type == ["sigmoid"] and args.learning_rate == 5e-7
+    assert args.beta == 0.2 and args.mmpo_gamma == 1.5  # the command line wins, in both spellings
+    assert args.model_init_kwargs == {"dtype": "bfloat16"}
+    assert not args.bf16  # no GPU here
+    assert script.dataset_name is None
+    import os
+
+    assert os.environ["TRL_MARGINS_TEST_ENV"] == "from-recipe"
+    warnings = cli_warnings(caplog)
+    assert any("No GPU" in w for w in warnings)
+    assert sum("max_prompt_length" in w for w in warnings) == 1
+
+
+def test_command_line_renames_and_flags(tmp_path):
+    argv = ["--model_name_or_path", "m", "--output_dir", str(tmp_path), "--warmup_ratio", "0.25"]
+    argv += ["--use_flash_attention_2", "--torch_dtype=float32", "--bt_beta", "0.7", "--no_remove_unused_columns"]
+    _, args, model, _ = parse_args("mmpo", argv)
+    assert args.warmup_steps == 0.25 and args.mmpo_gamma == 0.7 and args.remove_unused_columns is False
+    assert model.attn_implementation == "flash_attention_2" and model.dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "entries, argv, match",
+    [
+        ({"betta": 0.1}, [], "unknown key `betta`. Did you mean `beta`"),
+        ({"warmup_ratios": 0.1}, [], "Did you mean `warmup_ratio`"),
+        ({}, ["--lerning_rate", "1e-5"], "command line: unknown key `lerning_rate`. Did you mean `learning_rate`"),
+        ({"dataset_adapter": "shpp"}, [], "Did you mean `shp`"),
+        ({"dataset_adapter": "shp", "dataset_adapter_kwargs": {"max_pair_per_post": 3}}, [], "max_pairs_per_post"),
+        ({"lr_scheduler_type": "cosin"}, [], "Did you mean `cosine`"),
+        ({"beta": 0.1}, ["--gamma", "0.3"], "gamma_beta_ratio"),
+        ({"dataset_name": "a", "dataset_mixer": {"b": 1.0}}, [], "one dataset source"),
+    ],
+)
+def test_bad_recipes_stop_with_the_key_named(tmp_path, entries, argv, match):
+    recipe = write_recipe(tmp_path / "r.yaml", **base(tmp_path), **entries)
+    with pytest.raises(UsageError, match=match):
+        parse_args("mmpo", [recipe, *argv])
+
+
+def test_mode_specific_keys(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", **base(tmp_path), beta=0.1)
+    with pytest.raises(UsageError, match="unknown key `beta`"):  # a reward model has no beta
+        parse_args("reward", [recipe])
+    recipe = write_recipe(tmp_path / "g.yaml", **base(tmp_path), reference_free=True, gamma_beta_ratio=0.4, tau=10)
+    _, args, _, _ = parse_args("gamma-po", [recipe])
+    assert args.gamma0 == pytest.approx(0.4 * args.beta)
+
+
+def test_command_line_dataset_replaces_the_recipes(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml", **base(tmp_path), dataset_mixer={"a": 1.0}, dataset_splits=["train_prefs", "test_prefs"]
+    )
+    script, *_ = parse_args("mmpo", [recipe, "--dataset_name", "local"])
+    assert script.dataset_name == "local" and script.dataset_mixer is None and script.dataset_splits is None
+
+
+def test_demo_recipe_without_arguments(monkeypatch, tmp_path):
+    import trl_margins.assets
+
+    monkeypatch.setattr(trl_margins.assets, "smollm2_path", lambda: str(tmp_path / "smollm2"))
+    script, args, model, _ = parse_args("mmpo", [])
+    assert model.model_name_or_path == str(tmp_path / "smollm2")
+    assert script.dataset_name == cli.BUNDLED_DATASET and script.preference_eval
+    assert args.mmpo_gamma == 1.35 and not args.bf16 and not args.gradient_checkpointing
+    # Overrides apply to the demo recipe as to any other
+    _, args, _, _ = parse_args("mmpo", ["--max_steps", "2"])
+    assert args.max_steps == 2 and args.mmpo_gamma == 1.35
+    # Naming a model or a dataset starts from TRL's defaults instead, as TRL's scripts do
+    script, args, _, _ = parse_args("mmpo", ["--model_name_or_path", "m", "--dataset_name", "d"])
+    assert not script.preference_eval and args.mmpo_gamma is None and args.learning_rate == 1e-6
+
+
+# ---- dataset sources -----------------------------------------------------------------------------------------------
+@pytest.fixture
+def local_data(tmp_path):
+    """A folder with train.jsonl / test.jsonl, and one single-file dataset with an extra column."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    make_preference_dataset(12, seed=0).to_json(folder / "train.jsonl")
+    make_preference_dataset(6, seed=1).to_json(folder / "test.jsonl")
+    return folder
+
+
+def splits(tmp_path, mode="mmpo", **entries):
+    recipe = write_recipe(tmp_path / "r.yaml", **base(tmp_path), **entries)
+    script, args, _, dataset_args = parse_args(mode, [recipe])
+    return cli.load_splits(script, args, dataset_args)
+
+
+def test_dataset_name_folder_and_single_file(tmp_path, local_data):
+    train, test = splits(tmp_path, dataset_name=str(local_data), max_train_samples=5)
+    assert len(train) == 5 and len(test) == 6
+    train, test = splits(tmp_path, dataset_name=str(local_data / "train.jsonl"))
+    assert len(train) == 12 and test is None
+
+
+def test_handbook_mixture_keeps_score_columns(tmp_path, local_data, caplog):
+    mixture = {
+        "datasets": [
+            {"id": str(local_data / "train.jsonl"), "columns": ["prompt", "chosen", "rejected"], "weight": 0.5},
+            {"id": str(local_data / "test.jsonl"), "columns": ["prompt", "chosen", "rejected"]},
+        ],
+        "seed": 0,
+        "test_split_size": 4,
+    }
+    train, test = splits(tmp_path, dataset_mixture=mixture, mmpo_gamma=1.0)
+    assert len(train) + len(test) == 6 + 6 and len(test) == 4
+    assert {"score_chosen", "score_rejected"} <= set(train.column_names)
+
+
+def test_mixture_without_score_columns_fails_clearly(tmp_path):
+    make_preference_dataset(4, scores=False).to_json(tmp_path / "plain.jsonl")
+    mixture = {"datasets": [{"id": str(tmp_path / "plain.jsonl"), "columns": ["prompt", "chosen", "rejected"]}]}
+    with pytest.raises(UsageError, match="score_chosen.*mmpo_gamma"):
+        splits(tmp_path, dataset_mixture=mixture, mmpo_gamma=1.0)
+    train, _ = splits(tmp_path, dataset_mixture=mixture)  # hard labels need no scores
+    assert len(train) == 4
+
+
+def test_trl_mixture_keeps_score_columns(tmp_path, local_data):
+    datasets = [{"path": "json", "data_files": str(local_data / "train.jsonl"), "columns": ["prompt", "chosen"]}]
+    train, test = splits(tmp_path, datasets=datasets, mmpo_gamma=0.5)
+    assert test is None
+    assert train.column_names == ["prompt", "chosen", "score_chosen", "score_rejected"]
+
+
+def test_old_handbook_mixer(tmp_path, local_data):
+    train, test = splits(tmp_path, dataset_mixer={str(local_data): 0.5}, dataset_splits=["train", "test"])
+    assert len(train) == 6 and len(test) == 6  # a fraction of the train splits, the test splits whole
+
+
+def test_adapter_and_chat_wrapping(tmp_path):
+    rows = [
+        {
+            "prompt": "say something nice",
+            "all_generated_responses": ["good day", "bad day", "fine day"],
+            "all_rm_scores": [0.9, 0.1, 0.5],
+        }
+    ] * 3
+    folder = tmp_path / "rm"
+    folder.mkdir()
+    for split in ("train", "test"):
+        Dataset.from_list(rows).to_json(folder / f"{split}.jsonl")
+    train, test = splits(
+        tmp_path,
+        dataset_name=str(folder),
+        dataset_adapter="reward_annotated",
+        dataset_adapter_kwargs={"conversational": False},
+        conversational=True,
+        mmpo_gamma=1.0,
+    )
+    assert train[0]["chosen"] == [{"role": "assistant", "content": "good day"}]
+    assert train[0]["score_chosen"] == 0.9 and len(test) == 3
+
+
+def test_preference_targets(tmp_path):
+    data = make_preference_dataset(4).add_column("human_pref_prob", [0.6, 0.7, 0.8, 0.9])
+    recipe = write_recipe(tmp_path / "r.yaml", **base(tmp_path), mmpo_gamma=0.5, target_prob_column="human_pref_prob")
+    script, args, _, _ = parse_args("mmpo", [recipe])
+    targets = cli.preference_targets(data, args, script)
+    assert list(targets) == ["hard labels", "MMPO targets (gamma=0.5)", "human_pref_prob"]
+    assert targets["human_pref_prob"].tolist() == [0.6, 0.7, 0.8, 0.9]
+    script.target_prob_column = "score_chosen"  # scores, not probabilities
+    with pytest.raises(UsageError, match="probabilities"):
+        cli.preference_targets(data, args, script)
+
+
+# ---- entry point ---------------------------------------------------------------------------------------------------
+def test_main_commands(capsys, monkeypatch):
+    assert cli.main(["--help"]) == 0
+    assert "gamma-po" in capsys.readouterr().out
+    assert cli.main(["mmpoo"]) == 2
+    assert "Did you mean `mmpo`" in capsys.readouterr().err
+    assert cli.main(["reward", "--help"]) == 0
+    assert "mmpo_gamma" in capsys.readouterr().out
+    seen = []
+    monkeypatch.setattr("trl_margins.evaluate_cli.main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["evaluate", "--model", "m", "--dataset", "d"]) == 0
+    assert seen == [["--model", "m", "--dataset", "d"]]
+
+
+def test_usage_errors_exit_with_status_2(tmp_path, capsys):
+    assert cli.main(["mmpo", "--model_name_or_path", "m", "--output_dir", str(tmp_path), "--betta", "1"]) == 2
+    assert "Did you mean `beta`" in capsys.readouterr().err
+
+
+def test_preference_metrics_json_is_written(tmp_path, tiny_model_dir, local_data):
+    argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(local_data), "--output_dir", str(tmp_path)]
+    argv += ["--max_steps", "1", "--per_device_train_batch_size", "4", "--max_eval_samples", "4", "--max_length"]
+    argv += ["32", "--mmpo_gamma", "0.5", "--learning_rate", "1e-3", "--preference_eval", "--disable_tqdm", "true"]
+    report = cli.run("mmpo", *parse_args("mmpo", argv))
+    before, after = report["preference_metrics"]["before"], report["preference_metrics"]["after"]
+    assert before["hard labels"]["accuracy"] == 0.5  # the policy is its own reference before training
+    assert after["hard labels"]["mean_margin"] != 0.0
+    saved = json.loads((tmp_path / "preference_metrics.json").read_text())
+    assert saved["after"]["MMPO targets (gamma=0.5)"]["num_pairs"] == 4
