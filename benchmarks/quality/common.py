@@ -1,0 +1,272 @@
+"""Shared pieces of the quality benchmarks: the label settings, result files, summaries and machine facts.
+
+Label settings (one per noise model; the TEST pairs always keep the shipped orientation, i.e. the mean ratings):
+
+* ``clean``  (a) the shipped pairs: ``chosen`` has the higher mean rating over 20+ raters.
+* ``rater``  (b) realistic noise: each TRAINING pair's binary label comes from ONE rating drawn at random for each of
+  its two sentences (a random rater per sentence, as if each sentence had been rated once); a tie is a coin flip.
+  Label-only methods train on that label. Score-based methods (MMPO) get the MEAN ratings as their granular feedback:
+  margin ``|mean difference|`` and a target probability that follows the mean orientation, whatever the drawn label
+  says. Because the MMPO loss is symmetric (``soft_target_loss(-z, 1 - p) == soft_target_loss(z, p)``), that is
+  exactly training on the shipped pair with ``p = sigmoid(gamma * margin)``: MMPO's data in (b) equals its data in (a).
+  This is MMPO's premise (scores averaged over many raters carry the information one rater's binary vote lacks), and
+  it is an advantage by construction; the ``mmpo_1rater`` variant removes it: its scores are the same single drawn
+  ratings that decided the binary label (margin = their difference, ``0`` for a coin-flipped tie, i.e. ``p = 1/2``).
+* ``flip``   (c) gamma-PO's robustness setting: 20% of the training pairs, drawn at random, have chosen and rejected
+  exchanged. The corruption hits the whole annotation: score-based methods see the flipped orientation with the
+  unchanged ``|margin|``, i.e. a confident soft target towards the WRONG response for a flipped pair with a large
+  margin (``p = sigmoid(gamma * |m|)``), not the truth.
+
+Rows of a training set keep only what the method may see: label-only methods get ``prompt``/``chosen``/``rejected``;
+score-based ones also ``score_chosen``/``score_rejected`` (``margin = score_chosen - score_rejected >= 0``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SETTINGS = ("clean", "rater", "flip")
+SETTING_TITLES = {
+    "clean": "(a) labels from the mean ratings",
+    "rater": "(b) one random rater per sentence",
+    "flip": "(c) 20% flipped labels",
+}
+FLIP_RATE = 0.2
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+
+Row = dict[str, Any]
+
+
+@dataclass
+class LabelledPairs:
+    """One label setting of one training subset: what each kind of method trains on, plus label statistics."""
+
+    binary: list[Row]  # label-only methods (DPO, cDPO, SimPO, gamma-PO, Bradley-Terry)
+    scored: list[Row]  # score-based methods (MMPO), with score_chosen/score_rejected
+    scored_1rater: list[Row]  # (b) only: MMPO given the single drawn ratings as scores; else the same as `scored`
+    stats: dict[str, float]
+
+
+def load_ratings() -> dict[str, list[int]]:
+    """Raw integer ratings of every VADER sentence, by id."""
+    from trl_margins.assets import load_vader_sentences
+
+    sentences = load_vader_sentences()
+    return dict(zip(sentences["id"], sentences["ratings"]))
+
+
+def select_pairs(split: str, n: int | None, seed: int = 0) -> list[Row]:
+    """A fixed random subset of the shipped pairs (all of them with ``n=None``); the same for every method and seed,
+    so that the seeds measure training randomness and label noise, not which pairs were drawn."""
+    from trl_margins.assets import load_vader_preferences
+
+    rows = load_vader_preferences(split).to_list()
+    if n is not None and n < len(rows):
+        rows = random.Random(seed).sample(rows, n)
+    return rows
+
+
+def _pair(row: Row, swap: bool, score_chosen: float | None = None, score_rejected: float | None = None) -> Row:
+    chosen, rejected = (row["rejected"], row["chosen"]) if swap else (row["chosen"], row["rejected"])
+    out = {"prompt": row["prompt"], "chosen": chosen, "rejected": rejected}
+    if score_chosen is not None:
+        out["score_chosen"], out["score_rejected"] = float(score_chosen), float(score_rejected)
+    return out
+
+
+def make_label_setting(rows: Sequence[Row], setting: str, seed: int, ratings: dict[str, list[int]]) -> LabelledPairs:
+    """The training pairs of one label setting (see the module docstring). ``seed`` draws the raters or the flips."""
+    rng = random.Random(f"{setting}-{seed}")  # a string seed is stable across Python versions and processes
+    mean_scored = [_pair(r, False, r["score_chosen"], r["score_rejected"]) for r in rows]
+    if setting == "clean":
+        binary = [_pair(r, False) for r in rows]
+        return LabelledPairs(binary, mean_scored, mean_scored, {"wrong_label_rate": 0.0})
+    if setting == "rater":
+        binary, one_rater = [], []
+        ties = 0
+        for r in rows:
+            rating_c, rating_r = rng.choice(ratings[r["chosen_id"]]), rng.choice(ratings[r["rejected_id"]])
+            ties += rating_c == rating_r
+            swap = rating_c < rating_r or (rating_c == rating_r and rng.random() < 0.5)
+            binary.append(_pair(r, swap))
+            # The single rater's scores, oriented like the binary label they decided, so the margin is >= 0
+            high, low = max(rating_c, rating_r), min(rating_c, rating_r)
+            one_rater.append(_pair(r, swap, high, low))
+        wrong = sum(b["chosen"] != r["chosen"] for b, r in zip(binary, rows))
+        stats = {"wrong_label_rate": wrong / len(rows), "tie_rate": ties / len(rows)}
+        return LabelledPairs(binary, mean_scored, one_rater, stats)
+    if setting == "flip":
+        flipped = set(rng.sample(range(len(rows)), round(FLIP_RATE * len(rows))))
+        binary = [_pair(r, i in flipped) for i, r in enumerate(rows)]
+        # The scores travel with the corrupted annotation: margin |m| towards the flipped "chosen"
+        scored = [_pair(r, i in flipped, r["score_chosen"], r["score_rejected"]) for i, r in enumerate(rows)]
+        return LabelledPairs(binary, scored, scored, {"wrong_label_rate": len(flipped) / len(rows)})
+    raise ValueError(f"Unknown label setting {setting!r}; choose from {SETTINGS}.")
+
+
+def rows_fingerprint(rows: Sequence[Row]) -> str:
+    """Hash of a training set: two runs with the same method, seed and fingerprint are the same computation."""
+    return hashlib.sha256(json.dumps(list(rows), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- result files --------------------------------------------------------------------------------------------------
+def load_results(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically, so an interrupted benchmark never leaves a truncated results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
+
+
+def same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same sizes, model and hyperparameters; the method table may differ (each run records its own method config)."""
+    return {k: v for k, v in a.items() if k != "methods"} == {k: v for k, v in b.items() if k != "methods"}
+
+
+def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result file from shards of the same benchmark and configuration run in parallel processes; the summary
+    is recomputed by the next `--resume` invocation, which also reuses identical runs across settings."""
+    first = shards[0]
+    if any(not same_config(s["config"], first["config"]) for s in shards):
+        raise ValueError("The shards were run with different configurations.")
+    merged = {**first, "runs": [], "label_stats": {}, "compute_s": 0.0, "shards": [s["command"] for s in shards]}
+    for shard in shards:
+        for run in shard["runs"]:
+            if not find_run(merged["runs"], method=run["method"], setting=run["setting"], seed=run["seed"]):
+                merged["runs"].append(run)
+        for setting, stats in shard["label_stats"].items():
+            merged["label_stats"].setdefault(setting, {}).update(stats)
+        for key in ("reference", "gamma_traces"):
+            if shard.get(key) and not merged.get(key):
+                merged[key] = shard[key]
+        merged["compute_s"] += shard["compute_s"]
+    return merged
+
+
+def find_run(runs: Iterable[Row], **match: Any) -> Row | None:
+    for run in runs:
+        if all(run.get(k) == v for k, v in match.items()):
+            return run
+    return None
+
+
+# ---- summaries -----------------------------------------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value) of finite values."""
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not values:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def summarize(runs: Sequence[Row], metrics: Sequence[str], baseline: str | None = None) -> dict[str, Any]:
+    """``{setting: {method: {metric: mean/std/n}}}`` over seeds; with ``baseline``, also the paired difference to the
+    baseline method on the same seed (``delta_<metric>``): methods share seeds, hence initialisation, data order and
+    label noise, so the paired difference is the sharper comparison."""
+    summary: dict[str, Any] = {}
+    for setting in dict.fromkeys(r["setting"] for r in runs):
+        in_setting = [r for r in runs if r["setting"] == setting]
+        summary[setting] = {}
+        for method in dict.fromkeys(r["method"] for r in in_setting):
+            mine = [r for r in in_setting if r["method"] == method]
+            entry = {m: mean_std([r["metrics"][m] for r in mine]) for m in metrics}
+            if baseline is not None and method != baseline:
+                base = {r["seed"]: r for r in in_setting if r["method"] == baseline}
+                for m in metrics:
+                    diffs = [r["metrics"][m] - base[r["seed"]]["metrics"][m] for r in mine if r["seed"] in base]
+                    entry[f"delta_{m}"] = mean_std(diffs)
+            summary[setting][method] = entry
+    return summary
+
+
+def fmt(stat: dict[str, float], digits: int = 3, signed: bool = False) -> str:
+    if not stat or stat.get("n", 0) == 0:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{stat['mean']:{sign}.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---- environment ---------------------------------------------------------------------------------------------------
+def configure_torch(threads: int | None) -> None:
+    """Offline, quiet and with a fixed number of CPU threads (the machine is shared: fewer threads than cores can be
+    faster than oversubscribing)."""
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TQDM_DISABLE": "1",
+        "WANDB_DISABLED": "true",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }.items():
+        os.environ.setdefault(key, value)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+    import transformers
+    import trl
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "git_commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }

@@ -1,0 +1,115 @@
+"""Markdown tables of the quality benchmarks' result files, for benchmarks/RESULTS.md.
+
+PYTHONPATH=. python benchmarks/quality/report.py [--results benchmarks/quality/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import common
+
+POLICY_COLUMNS = (
+    ("accuracy", "accuracy ↑", 3),
+    ("ece", "ECE ↓", 3),
+    ("brier", "Brier ↓", 4),
+    ("vader_compound", "VADER, all prompts ↑", 3),
+    ("vader_compound_novel", "VADER, new prompts ↑", 3),
+    ("kl", "KL to ref. (nats)", 2),
+)
+RM_COLUMNS = (("accuracy", "accuracy ↑", 3), ("ece", "ECE ↓", 3), ("brier", "Brier ↓", 4), ("nll", "NLL ↓", 4))
+
+
+def _label(results: dict[str, Any], method: str) -> str:
+    return results["config"]["methods"].get(method, {}).get("label", method)
+
+
+def _table(
+    results: dict[str, Any], setting: str, columns, baseline: str, deltas: tuple[str, ...], reference: bool
+) -> str:
+    summary = results["summary"][setting]
+    header = ["method", *(title for _, title, _ in columns), *(f"Δ {d} vs {baseline} (paired)" for d in deltas)]
+    rows = []
+    if reference and results.get("reference_summary"):
+        ref = results["reference_summary"]
+        base = [f"untrained {results['config']['model']} (SimPO-style reward)"]
+        base += [common.fmt(ref[key], digits) if key in ref else "-" for key, _, digits in columns]
+        rows.append(base + ["" for _ in deltas])
+    for method in results["config"]["methods"]:
+        if method not in summary:
+            continue
+        stats = summary[method]
+        n = stats[columns[0][0]]["n"]
+        reused = any(
+            r.get("reused_from") for r in results["runs"] if r["method"] == method and r["setting"] == setting
+        )
+        name = f"{_label(results, method)}" + (" = run of (a)" if reused else "") + ("" if n >= 3 else f" [{n} seed]")
+        row = [name, *(common.fmt(stats[key], digits) for key, _, digits in columns)]
+        row += [common.fmt(stats.get(f"delta_{d}", {}), 3, signed=True) if method != baseline else "" for d in deltas]
+        rows.append(row)
+    return common.markdown_table(header, rows)
+
+
+def policy_tables(results: dict[str, Any]) -> str:
+    parts = []
+    for setting in common.SETTINGS:
+        if setting in results.get("summary", {}):
+            table = _table(results, setting, POLICY_COLUMNS, "dpo", ("accuracy", "ece"), reference=True)
+            parts.append(f"**{common.SETTING_TITLES[setting]}**\n\n{table}")
+    return "\n\n".join(parts)
+
+
+def rm_tables(results: dict[str, Any]) -> str:
+    parts = []
+    for setting in common.SETTINGS:
+        if setting in results.get("summary", {}):
+            table = _table(results, setting, RM_COLUMNS, "bt", ("accuracy", "ece"), reference=False)
+            parts.append(f"**{common.SETTING_TITLES[setting]}**\n\n{table}")
+    return "\n\n".join(parts)
+
+
+def label_stats(results: dict[str, Any]) -> str:
+    lines = []
+    for setting, by_seed in results.get("label_stats", {}).items():
+        rates = [s["wrong_label_rate"] for s in by_seed.values()]
+        lines.append(f"{setting}: training labels that disagree with the mean ratings: " + ", ".join(
+            f"{r:.1%}" for r in rates))  # fmt: skip
+    return "\n".join(lines)
+
+
+def compact(policy: dict[str, Any] | None, rm: dict[str, Any] | None) -> str:
+    """One line per method: accuracy / ECE in each label setting (the README table)."""
+    header = ["model", "method", *(common.SETTING_TITLES[s] for s in common.SETTINGS)]
+    rows = []
+    for name, results in (("SmolLM2-135M policy", policy), ("MiniLM reward model", rm)):
+        if not results:
+            continue
+        for method in results["config"]["methods"]:
+            cells = []
+            for setting in common.SETTINGS:
+                stats = results.get("summary", {}).get(setting, {}).get(method)
+                cells.append(
+                    f"{stats['accuracy']['mean']:.3f} / {stats['ece']['mean']:.3f}" if stats else "-"
+                )  # fmt: skip
+            if any(c != "-" for c in cells):
+                rows.append([name, _label(results, method), *cells])
+    return common.markdown_table(header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=common.HERE / "results")
+    args = parser.parse_args()
+    policy = common.load_results(args.results / "policy.json")
+    rm = common.load_results(args.results / "reward_model.json")
+    if policy:
+        print("## policy\n\n" + policy_tables(policy) + "\n\n" + label_stats(policy) + "\n")
+    if rm:
+        print("## reward model\n\n" + rm_tables(rm) + "\n\n" + label_stats(rm) + "\n")
+    print("## compact (accuracy / ECE)\n\n" + compact(policy, rm))
+
+
+if __name__ == "__main__":
+    main()

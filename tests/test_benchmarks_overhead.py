@@ -1,0 +1,117 @@
+"""The overhead benchmarks (benchmarks/overhead.py, margin_solve.py, gpu_check.*) run end to end in quick mode and
+report what they promise. Timings are the benchmarks' business: nothing here asserts how fast anything is."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+overhead = _load("overhead")
+margin_solve = _load("margin_solve")
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("overhead")
+    report = overhead.main(["--quick", "--output", str(out / "o.json"), "--markdown", str(out / "o.md")])
+    return report, out
+
+
+def test_overhead_quick_times_every_trainer(quick_report):
+    report, out = quick_report
+    assert json.loads((out / "o.json").read_text()) == json.loads(json.dumps(report))
+    assert set(report["variants"]) == {v.name for v in overhead.VARIANTS}
+    for name, v in report["variants"].items():
+        assert "error" not in v, (name, v.get("error"))
+        assert v["step_time"]["n"] == 2 and len(v["times_s"]) == 2
+        assert all(t > 0 for t in v["times_s"]) and v["step_time"]["median_s"] > 0
+        assert v["step_time"]["iqr_s"] >= 0 and v["tokens_per_batch"] > 0
+        spec = overhead.VARIANTS_BY_NAME[name]
+        for key, other in (("vs_stock", spec.baseline), ("vs_control", spec.control)):
+            if other is None:
+                assert key not in v
+                continue
+            ratio = v[key]
+            assert ratio["against"] == other and ratio["median"] > 0 and ratio["ratio_of_medians"] > 0
+            assert ratio["ci95"][0] <= ratio["median"] <= ratio["ci95"][1]
+            assert ratio["goal_le_1.01"] in {"met", "not met", "inconclusive"}
+        margin_variant = name in ("mmpo", "gamma_dpo", "gamma_simpo")
+        assert (v["margin_work_us"] is not None) == margin_variant
+        if margin_variant:
+            assert v["margin_work_us"] > 0 and v["margin_work_share_of_step"] > 0
+
+
+def test_overhead_quick_reports_memory_machine_and_load(quick_report):
+    report, out = quick_report
+    for name, v in report["variants"].items():
+        if name in overhead.NO_MEMORY:
+            assert "memory" not in v
+            continue
+        mem = v["memory"]
+        assert mem["kind"] == "cpu_rss" and mem["held_mib"] > 0 and mem["step_peak_mib"] > 0, (name, mem)
+        assert mem["process_peak_mib"] >= 0.99 * mem["step_peak_mib"]
+    gamma_dpo = report["variants"]["gamma_dpo"]["memory"]
+    assert gamma_dpo["queue_bytes"] == 2048 * 4 and "step_peak_delta_vs_control_mib" in gamma_dpo
+    assert report["config"]["queue_size"] == 2048 and report["config"]["sample_size"] == 256
+    machine, load = report["machine"], report["load"]
+    assert machine["cpu_model"] and machine["torch"] and machine["trl"] and machine["transformers"]
+    assert len(load["loadavg_before"]) == 3 and "process_cpu_utilisation_during_timing" in load
+    table = (out / "o.md").read_text()
+    assert all(f"| {name} |" in table for name in report["variants"])
+
+
+def test_quick_mode_leaves_the_thread_count_alone():
+    import torch
+
+    before = torch.get_num_threads()
+    overhead.main(["--quick", "--variants", "simpo_ours", "--memory", "none", "--rounds", "1"])
+    assert torch.get_num_threads() == before
+
+
+def test_paired_ratio_verdicts():
+    base = [1.0, 1.1, 0.9, 1.2, 1.0]
+    same = overhead.paired_ratio(base, base)
+    assert same["median"] == pytest.approx(1.0) and same["goal_le_1.01"] == "met"
+    slower = overhead.paired_ratio([1.5 * t for t in base], base)
+    assert slower["median"] == pytest.approx(1.5) and slower["goal_le_1.01"] == "not met"
+    mixed = overhead.paired_ratio([t * f for t, f in zip(base, [0.9, 1.1, 0.95, 1.08, 1.0])], base)
+    assert mixed["goal_le_1.01"] == "inconclusive"
+
+
+def test_margin_solve_quick(tmp_path):
+    report = margin_solve.main(["--quick", "--devices", "cpu", "--output", str(tmp_path / "m.json")])
+    assert json.loads((tmp_path / "m.json").read_text())["results"] == report["results"]
+    ops = {(r["op"], r["m_n"]) for r in report["results"]}
+    for op in ("dynamic_target_margins", "queue push+sample", "gamma-PO step (sample+solve+push)"):
+        assert {(op, 256), (op, 2048)} <= ops
+    assert all(r["median_us"] > 0 and r["iqr_us"] >= 0 and r["device"] == "cpu" for r in report["results"])
+
+
+def test_gpu_check_script_parses_and_its_python_half_runs_on_cpu(tmp_path):
+    assert subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_check.sh")]).returncode == 0
+    gpu_check = _load("gpu_check")
+    model = str(tmp_path / "model")
+    assert gpu_check.main(["build-model", model, "--preset", "qwen2-tiny"]) == 0
+    out = tmp_path / "train.json"
+    argv = ["train", "--model", model, "--device", "cpu", "--dtype", "float32", "--trainers", "gamma_mmpo_simpo",
+            "--steps", "2", "--batch_size", "2", "--output", str(out)]  # fmt: skip
+    assert gpu_check.main(argv) == 0
+    check = json.loads(out.read_text())["checks"]["gamma_mmpo_simpo"]
+    assert check["ok"], check["problems"]
+    assert check["attn_implementation"] == "sdpa" and check["queue_size"] == 4 and not check["has_ref_model"]
