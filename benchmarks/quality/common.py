@@ -270,3 +270,39 @@ def machine_info() -> dict[str, Any]:
         "git_commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def pending_runs(
+    results: dict[str, Any],
+    settings: Sequence[str],
+    seeds: Iterable[int],
+    methods: Sequence[str],
+    registry: dict[str, Any],
+    train_rows: Sequence[Row],
+    ratings: dict[str, list[int]],
+    save,
+    tag: str,
+):
+    """The (setting, seed, method name, method, training rows) still to run, in order, shared by both benchmarks.
+
+    Records each setting's label statistics, skips runs already in `results` (resume), and reuses a run whose training
+    data is identical to one already done (e.g. MMPO in (b), whose mean-rating data equals (a)'s).
+    """
+    for setting in settings:
+        for seed in seeds:
+            labelled = make_label_setting(train_rows, setting, seed, ratings)
+            results["label_stats"].setdefault(setting, {})[str(seed)] = labelled.stats
+            for name in methods:
+                method = registry[name]
+                if setting not in method.settings or find_run(
+                    results["runs"], method=name, setting=setting, seed=seed
+                ):
+                    continue
+                rows = getattr(labelled, method.data)
+                same = find_run(results["runs"], method=name, seed=seed, data=rows_fingerprint(rows))
+                if same is not None:
+                    results["runs"].append({**same, "setting": setting, "reused_from": same["setting"]})
+                    print(f"[{tag}] {setting} seed {seed} {name}: same data as {same['setting']}, reused", flush=True)
+                    save()
+                    continue
+                yield setting, seed, name, method, rows

@@ -570,54 +570,40 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         save()
         del base
 
-    for setting in args.settings:
-        for seed in seeds:
-            labelled = common.make_label_setting(train_rows, setting, seed, ratings)
-            results["label_stats"].setdefault(setting, {})[str(seed)] = labelled.stats
-            for name in args.methods:
-                method = METHODS[name]
-                if setting not in method.settings:
-                    continue
-                if common.find_run(results["runs"], method=name, setting=setting, seed=seed):
-                    continue
-                rows = getattr(labelled, method.data)
-                fingerprint = common.rows_fingerprint(rows)
-                same = common.find_run(results["runs"], method=name, seed=seed, data=fingerprint)
-                if same is not None:  # e.g. MMPO in (b): the mean ratings make its data identical to (a)
-                    results["runs"].append({**same, "setting": setting, "reused_from": same["setting"]})
-                    print(f"[policy] {setting} seed {seed} {name}: same data as {same['setting']}, reused", flush=True)
-                    save()
-                    continue
-                t0 = time.time()
-                tracked = track_rows if name in TRACKED_METHODS else None
-                model, info = train_policy(method, model_path, tokenizer, rows, seed, sizes, reference(), tracked)
-                t1 = time.time()
-                pref = preference_eval(model, tokenizer, test_rows, method, sizes, reference())
-                gen = generation_eval(model, tokenizer, prompts, seed, sizes, peft=True)
-                t2 = time.time()
-                run_result = {
-                    "method": name,
-                    "method_config": asdict(method),
-                    "setting": setting,
-                    "seed": seed,
-                    "data": fingerprint,
-                    "metrics": {**{k: pref[k] for k in PREFERENCE_KEYS}, **gen},
-                    "reliability": pref["reliability"],
-                    "train_loss": info["train_loss"],
-                    "margin_trace": info.get("margin_trace"),
-                    "timing_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1)},
-                }
-                if "gamma_trace" in info and seed == 0 and name != "simpo":
-                    results["gamma_traces"].setdefault(setting, {})[name] = info["gamma_trace"]
-                results["runs"].append(run_result)
-                m = run_result["metrics"]
-                print(
-                    f"[policy] {setting} seed {seed} {name}: acc {m['accuracy']:.3f} ece {m['ece']:.3f} "
-                    f"vader {m['vader_compound']:+.3f} kl {m['kl']:.2f} ({t1 - t0:.0f}s train, {t2 - t1:.0f}s eval)",
-                    flush=True,
-                )
-                del model
-                save()
+    runs = common.pending_runs(
+        results, args.settings, seeds, args.methods, METHODS, train_rows, ratings, save, "policy"
+    )
+    for setting, seed, name, method, rows in runs:
+        t0 = time.time()
+        tracked = track_rows if name in TRACKED_METHODS else None
+        model, info = train_policy(method, model_path, tokenizer, rows, seed, sizes, reference(), tracked)
+        t1 = time.time()
+        pref = preference_eval(model, tokenizer, test_rows, method, sizes, reference())
+        gen = generation_eval(model, tokenizer, prompts, seed, sizes, peft=True)
+        t2 = time.time()
+        run_result = {
+            "method": name,
+            "method_config": asdict(method),
+            "setting": setting,
+            "seed": seed,
+            "data": common.rows_fingerprint(rows),
+            "metrics": {**{k: pref[k] for k in PREFERENCE_KEYS}, **gen},
+            "reliability": pref["reliability"],
+            "train_loss": info["train_loss"],
+            "margin_trace": info.get("margin_trace"),
+            "timing_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1)},
+        }
+        if "gamma_trace" in info and seed == 0 and name != "simpo":
+            results["gamma_traces"].setdefault(setting, {})[name] = info["gamma_trace"]
+        results["runs"].append(run_result)
+        m = run_result["metrics"]
+        print(
+            f"[policy] {setting} seed {seed} {name}: acc {m['accuracy']:.3f} ece {m['ece']:.3f} "
+            f"vader {m['vader_compound']:+.3f} kl {m['kl']:.2f} ({t1 - t0:.0f}s train, {t2 - t1:.0f}s eval)",
+            flush=True,
+        )
+        del model
+        save()
     save()
     draw_figures(results, figures)
     return results

@@ -228,52 +228,38 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         results["summary"] = common.summarize(results["runs"], METRIC_KEYS, baseline="bt")
         common.write_json(out_path, results)
 
-    for setting in args.settings:
-        for seed in range(sizes.seeds):
-            labelled = common.make_label_setting(train_rows, setting, seed, ratings)
-            results["label_stats"].setdefault(setting, {})[str(seed)] = labelled.stats
-            for name in args.methods:
-                method = METHODS[name]
-                if setting not in method.settings:
-                    continue
-                if common.find_run(results["runs"], method=name, setting=setting, seed=seed):
-                    continue
-                rows = getattr(labelled, method.data)
-                fingerprint = common.rows_fingerprint(rows)
-                same = common.find_run(results["runs"], method=name, seed=seed, data=fingerprint)
-                if same is not None:  # e.g. MMPO in (b): the mean ratings make its data identical to (a)
-                    results["runs"].append({**same, "setting": setting, "reused_from": same["setting"]})
-                    print(f"[rm] {setting} seed {seed} {name}: same data as {same['setting']}, reused", flush=True)
-                    save()
-                    continue
-                t0 = time.time()
-                model, train_loss = train_rm(method, model_path, tokenizer, rows, seed, sizes)
-                t1 = time.time()
-                from trl_margins.evaluation import preference_metrics
+    runs = common.pending_runs(
+        results, args.settings, range(sizes.seeds), args.methods, METHODS, train_rows, ratings, save, "rm"
+    )
+    for setting, seed, name, method, rows in runs:
+        t0 = time.time()
+        model, train_loss = train_rm(method, model_path, tokenizer, rows, seed, sizes)
+        t1 = time.time()
+        from trl_margins.evaluation import preference_metrics
 
-                chosen, rejected = rm_scores(model, tokenizer, test_rows, sizes)
-                targets = torch.tensor([r["human_pref_prob"] for r in test_rows])
-                metrics = preference_metrics(chosen, rejected, target_probs=targets, n_bins=10)
-                t2 = time.time()
-                results["runs"].append(
-                    {
-                        "method": name,
-                        "setting": setting,
-                        "seed": seed,
-                        "data": fingerprint,
-                        "metrics": {k: metrics[k] for k in METRIC_KEYS},
-                        "reliability": metrics["reliability"],
-                        "train_loss": train_loss,
-                        "timing_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1)},
-                    }
-                )
-                print(
-                    f"[rm] {setting} seed {seed} {name}: acc {metrics['accuracy']:.3f} ece {metrics['ece']:.3f} "
-                    f"brier {metrics['brier']:.4f} ({t1 - t0:.0f}s train, {t2 - t1:.0f}s eval)",
-                    flush=True,
-                )
-                del model
-                save()
+        chosen, rejected = rm_scores(model, tokenizer, test_rows, sizes)
+        targets = torch.tensor([r["human_pref_prob"] for r in test_rows])
+        metrics = preference_metrics(chosen, rejected, target_probs=targets, n_bins=10)
+        t2 = time.time()
+        results["runs"].append(
+            {
+                "method": name,
+                "setting": setting,
+                "seed": seed,
+                "data": common.rows_fingerprint(rows),
+                "metrics": {k: metrics[k] for k in METRIC_KEYS},
+                "reliability": metrics["reliability"],
+                "train_loss": train_loss,
+                "timing_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1)},
+            }
+        )
+        print(
+            f"[rm] {setting} seed {seed} {name}: acc {metrics['accuracy']:.3f} ece {metrics['ece']:.3f} "
+            f"brier {metrics['brier']:.4f} ({t1 - t0:.0f}s train, {t2 - t1:.0f}s eval)",
+            flush=True,
+        )
+        del model
+        save()
     results["this_invocation_s"] = round(time.time() - started, 1)
     save()
     draw_figures(results, figures)
