@@ -77,8 +77,8 @@ class MMPOConfig(MMPOFields, DPOConfig):
     Parameters:
         mmpo_gamma (`float` or `None`, *optional*, defaults to `None`):
             Rationality coefficient `gamma` of the target probability `sigmoid(gamma * m)` (`bt_beta` in the paper's
-            code; the paper uses 2.2 for Gemma-2B, 0.3 for Gemma-7B and 1.1 for Llama-3-8B on UltraFeedback). `None`
-            trains on hard labels (plain DPO) and needs no score columns; `0` makes every target 0.5.
+            code; the paper's Table 8 uses 2.2 for 2B and 1.1 for 7B/8B models on UltraFeedback, 0.15 and 0.3 on SHP).
+            `None` trains on hard labels (plain DPO) and needs no score columns; `0` makes every target 0.5.
         score_chosen_column (`str`, *optional*, defaults to `"score_chosen"`):
             Column with the score of the chosen response.
         score_rejected_column (`str`, *optional*, defaults to `"score_rejected"`):
