@@ -23,6 +23,7 @@ score-based ones also ``score_chosen``/``score_rejected`` (``margin = score_chos
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -306,3 +307,12 @@ def pending_runs(
                     save()
                     continue
                 yield setting, seed, name, method, rows
+
+
+def resolve_sizes(args, sizes):
+    """A copy of a benchmark's run sizes with the command line's `--seeds`, `--train_pairs` and `--steps` applied."""
+    sizes = copy.copy(sizes)
+    for name in ("seeds", "train_pairs", "steps"):
+        if getattr(args, name) is not None:
+            setattr(sizes, name, getattr(args, name))
+    return sizes

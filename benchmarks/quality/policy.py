@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import shlex
 import sys
@@ -487,10 +486,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         draw_figures(results, figures)
         return results
 
-    sizes = copy.copy(QUICK_SIZES if args.quick else Sizes())
-    for name in ("seeds", "train_pairs", "steps"):
-        if getattr(args, name) is not None:
-            setattr(sizes, name, getattr(args, name))
+    sizes = common.resolve_sizes(args, QUICK_SIZES if args.quick else Sizes())
     started = time.time()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -14,7 +14,6 @@ accuracy against the mean human ratings, and the ECE (10 bins, each pair in both
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import shlex
 import sys
@@ -187,10 +186,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         draw_figures(results, figures)
         return results
 
-    sizes = copy.copy(QUICK_SIZES if args.quick else Sizes())
-    for name in ("seeds", "train_pairs", "steps"):
-        if getattr(args, name) is not None:
-            setattr(sizes, name, getattr(args, name))
+    sizes = common.resolve_sizes(args, QUICK_SIZES if args.quick else Sizes())
     started = time.time()
     from transformers import AutoTokenizer
 
