@@ -224,3 +224,36 @@ def test_separate_reference_model_is_used(tiny_model_dir, tmp_path):
     )
     assert trainer.ref_model is ref
     trainer.train()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_fused_head_computes_only_log_probs(tiny_model_dir, tmp_path, lora):
+    import trl.trainer.dpo_trainer as trl_dpo
+
+    original = trl_dpo.add_fused_lm_head
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0)),
+        train_dataset=make_preference_dataset(4),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]) if lora else None,
+    )
+    assert trl_dpo.add_fused_lm_head is original, "the patch must not outlive __init__"
+    batch = next(iter(trainer.get_train_dataloader()))
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    with torch.no_grad():
+        out = trainer.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, fused_lm_head=True
+        )
+    assert out.log_probs is not None
+    assert out.entropy is None and out.mean_logits is None and out.is_top1 is None
+    # Same log-probs as the plain logits
+    mask = batch["completion_mask"][:, 1:]
+    fused = (out.log_probs[:, -mask.size(1) :] * mask).sum(dim=1).double()
+    np.testing.assert_allclose(fused.numpy(), _completion_logps(trainer.model, batch).numpy(), rtol=1e-4)
+    # Stock TRL's head is untouched
+    stock = DPOTrainer(tiny_model_dir, args=DPOConfig(**base_args(tmp_path)), train_dataset=make_preference_dataset(4))
+    with torch.no_grad():
+        stock_out = stock.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, fused_lm_head=True
+        )
+    assert stock_out.entropy is not None

@@ -59,6 +59,25 @@ def _without_reference_model_load(trainer: DPOTrainer):
         _trl_dpo.create_model_from_path = original
 
 
+@contextlib.contextmanager
+def _log_probs_only_lm_head():
+    """Make `DPOTrainer.__init__` build its fused LM head with the `log_probs` output only.
+
+    TRL also asks the head for entropy, mean logit and top-1 hits, which feed only its own loss's metrics; our
+    `_compute_loss` never reads them, and on short sequences they cost a few percent of a step (benchmarks/RESULTS.md).
+    """
+    original = _trl_dpo.add_fused_lm_head
+
+    def add_fused_lm_head(model, *args, **kwargs):
+        return original(model, *args, **{**kwargs, "outputs": ("log_probs",)})
+
+    _trl_dpo.add_fused_lm_head = add_fused_lm_head
+    try:
+        yield
+    finally:
+        _trl_dpo.add_fused_lm_head = original
+
+
 class MMPOTrainer(CalibrationMixin, DPOTrainer):
     """[`~trl.DPOTrainer`] with Margin Matching Preference Optimization (Kim et al., Section 3.2).
 
@@ -79,12 +98,12 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             args = self.config_class(f"{model_name.split('/')[-1]}-{self._name}")
         args = upgrade_config(args, self.config_class)
         self._pending_scalars: dict[str, torch.Tensor] = {}
-        load_guard = contextlib.nullcontext()
-        if args.reference_free:
-            if ref_model is not None:
-                raise ValueError("`reference_free=True` uses no reference model: don't pass `ref_model`.")
-            load_guard = _without_reference_model_load(self)
-        with load_guard:
+        with contextlib.ExitStack() as patches:
+            patches.enter_context(_log_probs_only_lm_head())
+            if args.reference_free:
+                if ref_model is not None:
+                    raise ValueError("`reference_free=True` uses no reference model: don't pass `ref_model`.")
+                patches.enter_context(_without_reference_model_load(self))
             super().__init__(model, ref_model, args, *trainer_args, **trainer_kwargs)
         # Swapped in after `__init__`, so TRL's reference precompute (which needs no margins) keeps its own collator
         self.data_collator = with_margin_collator(self.data_collator, DataCollatorForPreference, MarginDataCollator)
