@@ -136,6 +136,35 @@ def _check_pngs(folder: Path, names: list[str]) -> None:
         assert path.read_bytes()[:8] == PNG_MAGIC
 
 
+def test_merge_keeps_every_shards_runs_and_gamma_traces():
+    config = {"sizes": {"seeds": 1}}
+
+    def shard(setting: str, method: str) -> dict:
+        run = {"method": method, "setting": setting, "seed": 0, "metrics": {}}
+        return {
+            "benchmark": "policy",
+            "command": f"shard {setting}",
+            "config": config,
+            "runs": [run],
+            "label_stats": {setting: {"0": {"wrong_label_rate": 0.2}}},
+            "reference": [],
+            "gamma_traces": {setting: {method: {"steps": [[0, [0.1], [1.2]]]}}},
+            "compute_s": 10.0,
+        }
+
+    merged = common.merge_results([shard("clean", "gamma_dpo"), shard("flip", "gamma_dpo"), shard("flip", "simpo")])
+    assert [(r["setting"], r["method"]) for r in merged["runs"]] == [
+        ("clean", "gamma_dpo"),
+        ("flip", "gamma_dpo"),
+        ("flip", "simpo"),
+    ]
+    assert {s: sorted(t) for s, t in merged["gamma_traces"].items()} == {
+        "clean": ["gamma_dpo"],
+        "flip": ["gamma_dpo", "simpo"],
+    }
+    assert merged["compute_s"] == 30.0 and len(merged["shards"]) == 3
+
+
 def test_policy_benchmark_quick(tmp_path):
     pytest.importorskip("vaderSentiment", reason="the policy benchmark scores generations with VADER")
     pytest.importorskip("peft")

@@ -153,16 +153,24 @@ def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
     first = shards[0]
     if any(not same_config(s["config"], first["config"]) for s in shards):
         raise ValueError("The shards were run with different configurations.")
-    merged = {**first, "runs": [], "label_stats": {}, "compute_s": 0.0, "shards": [s["command"] for s in shards]}
+    merged = {
+        **first,
+        "runs": [],
+        "label_stats": {},
+        "gamma_traces": {},
+        "compute_s": 0.0,
+        "shards": [s["command"] for s in shards],
+    }
     for shard in shards:
         for run in shard["runs"]:
             if not find_run(merged["runs"], method=run["method"], setting=run["setting"], seed=run["seed"]):
                 merged["runs"].append(run)
         for setting, stats in shard["label_stats"].items():
             merged["label_stats"].setdefault(setting, {}).update(stats)
-        for key in ("reference", "gamma_traces"):
-            if shard.get(key) and not merged.get(key):
-                merged[key] = shard[key]
+        if shard.get("reference") and not merged.get("reference"):
+            merged["reference"] = shard["reference"]
+        for setting, traces in shard.get("gamma_traces", {}).items():  # a shard per setting: keep all of them
+            merged.setdefault("gamma_traces", {}).setdefault(setting, {}).update(traces)
         merged["compute_s"] += shard["compute_s"]
     return merged
 
