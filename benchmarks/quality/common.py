@@ -23,6 +23,7 @@ score-based ones also ``score_chosen``/``score_rejected`` (``margin = score_chos
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import json
@@ -30,10 +31,11 @@ import math
 import os
 import platform
 import random
+import shlex
 import statistics
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ SETTING_TITLES = {
 }
 FLIP_RATE = 0.2
 HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
 REPO_ROOT = HERE.parent.parent
 
 Row = dict[str, Any]
@@ -145,6 +148,63 @@ def _json_default(value: Any) -> Any:
 def same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same sizes, model and hyperparameters; the method table may differ (each run records its own method config)."""
     return {k: v for k, v in a.items() if k != "methods"} == {k: v for k, v in b.items() if k != "methods"}
+
+
+def benchmark_parser(
+    description: str, result_file: str, methods: Sequence[str], model: str
+) -> argparse.ArgumentParser:
+    """The command-line options both quality benchmarks share."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=f"tiny random {model} and tiny sizes (for the tests)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"folder of {result_file}")
+    parser.add_argument("--figures", type=Path, default=None, help="folder of the PNGs (default: <out>/../figures)")
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=list(methods))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--train-pairs", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a CPU shared with other jobs")
+    parser.add_argument("--resume", action="store_true", help=f"keep the finished runs of an existing {result_file}")
+    parser.add_argument("--figures-only", action="store_true", help=f"redraw the figures from {result_file}")
+    return parser
+
+
+def start_results(
+    benchmark: str, argv: Sequence[str], args, config: dict[str, Any], out_path: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """A benchmark's result dict: fresh, or with `--resume` the finished runs of `out_path` if its configuration is
+    the same. `extra` holds the benchmark's own resumable keys and their empty values."""
+    previous = load_results(out_path) if args.resume else None
+    keep = previous is not None and same_config(previous["config"], config)
+    if args.resume and not keep:
+        print(f"[{benchmark}] --resume: no {out_path.name} with the same configuration; starting afresh", flush=True)
+    script = f"benchmarks/quality/{benchmark}.py"
+    results = {
+        "benchmark": benchmark,
+        "quick": args.quick,
+        "command": "PYTHONPATH=. python " + shlex.join([script, *argv]),
+        "machine": machine_info(),
+        "config": config,
+    }
+    for key, empty in {"label_stats": {}, "runs": [], **extra, "compute_s": 0.0}.items():
+        results[key] = previous.get(key, empty) if keep else empty
+    return results
+
+
+class ResultsWriter:
+    """Writes the result file after each run: adds the time since the last write to `compute_s` (so resumed and
+    sharded runs sum their processes' times) and refreshes the summaries with `summarize(results)` first."""
+
+    def __init__(self, results: dict[str, Any], out_path: Path, summarize: Callable[[dict[str, Any]], None]):
+        self.results, self.out_path, self.summarize = results, out_path, summarize
+        self.mark = time.time()
+
+    def __call__(self) -> None:
+        now = time.time()
+        self.results["compute_s"] = round(self.results["compute_s"] + now - self.mark, 1)
+        self.mark = now
+        self.summarize(self.results)
+        write_json(self.out_path, self.results)
 
 
 def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -28,7 +28,6 @@ TRL's own `precompute_ref_log_probs` would redo them in each run).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import shlex
@@ -41,8 +40,6 @@ from typing import Any
 
 import common
 import torch
-
-DEFAULT_OUT = common.HERE / "results"
 
 # MMPO's rationality coefficient: the fit of sigmoid(gamma * margin) to the empirical human preference probability of
 # all training pairs (soft-target cross-entropy minimised at 1.327; `fit_gamma`), so that the soft targets are the
@@ -453,23 +450,12 @@ SUMMARY_KEYS = (*PREFERENCE_KEYS, *GENERATION_KEYS)
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny random model and tiny sizes (for the tests)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder of policy.json")
-    parser.add_argument("--figures", type=Path, default=None, help="folder of the PNGs (default: <out>/../figures)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--settings", nargs="+", default=list(common.SETTINGS), choices=list(common.SETTINGS))
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = common.benchmark_parser(__doc__.split("\n\n")[0], "policy.json", METHODS, "Qwen2")
     parser.add_argument("--only-seeds", type=int, nargs="+", help="run only these of the seeds (for parallel shards)")
-    parser.add_argument("--train-pairs", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a CPU shared with other jobs")
-    parser.add_argument("--resume", action="store_true", help="keep the finished runs of an existing policy.json")
-    parser.add_argument("--figures-only", action="store_true", help="redraw the figures from policy.json")
     parser.add_argument(
         "--reference-cache",
         type=Path,
-        default=DEFAULT_OUT / "reference_logps.json",
+        default=common.RESULTS_DIR / "reference_logps.json",
         help="file of the base model's log-probs, shared by shards and resumed runs",
     )
     parser.add_argument("--no-reference-rows", action="store_true", help="skip the untrained model's own rows")
@@ -514,35 +500,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "prompts": {"shipped": list(SHIPPED_PROMPTS), "novel": list(NOVEL_PROMPTS)},
         "generation": "temperature 1, top_k 0, top_p 1 (pure sampling, so the KL estimate is unbiased)",
     }
-    previous = common.load_results(out_path) if args.resume else None
-    keep = previous is not None and common.same_config(previous["config"], config)
-    if args.resume and not keep:
-        print("[policy] --resume: no policy.json with the same configuration; starting afresh", flush=True)
-    results: dict[str, Any] = {
-        "benchmark": "policy",
-        "quick": args.quick,
-        "command": "PYTHONPATH=. python " + shlex.join(["benchmarks/quality/policy.py", *argv]),
-        "machine": common.machine_info(),
-        "config": config,
-        "label_stats": previous["label_stats"] if keep else {},
-        "reference": previous["reference"] if keep else [],
-        "runs": previous["runs"] if keep else [],
-        "dropped_runs": previous.get("dropped_runs", []) if keep else [],
-        "gamma_traces": previous["gamma_traces"] if keep else {},
-        "compute_s": previous["compute_s"] if keep else 0.0,
-    }
+    extra = {"reference": [], "dropped_runs": [], "gamma_traces": {}}
+    results = common.start_results("policy", argv, args, config, out_path, extra)
     drop_stale_runs(results)
     seeds = [s for s in range(sizes.seeds) if args.only_seeds is None or s in args.only_seeds]
-
-    def save() -> None:
-        results["compute_s"] = round(results["compute_s"] + time.time() - save.mark, 1)
-        save.mark = time.time()
-        results["summary"] = common.summarize(results["runs"], SUMMARY_KEYS, baseline="dpo")
-        results["reference_summary"] = {
-            k: common.mean_std([r["metrics"][k] for r in results["reference"]]) for k in SUMMARY_KEYS
-        }
-        common.write_json(out_path, results)
-
+    save = common.ResultsWriter(results, out_path, summarize)
     save.mark = started
 
     # The base model: reference log-probs for every run (computed on first use), and its own generations and
@@ -605,6 +567,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def summarize(results: dict[str, Any]) -> None:
+    results["summary"] = common.summarize(results["runs"], SUMMARY_KEYS, baseline="dpo")
+    results["reference_summary"] = {
+        k: common.mean_std([r["metrics"][k] for r in results["reference"]]) for k in SUMMARY_KEYS
+    }
+
+
 def drop_stale_runs(results: dict[str, Any]) -> None:
     """Drop (and list) the runs trained under an older definition of their method: the first cDPO runs used stock
     TRL, whose sigmoid loss ignores `label_smoothing`, so they were plain DPO."""
@@ -650,10 +619,7 @@ def merge(paths: list[Path], out_path: Path, figures: Path) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(results["quick"]))
     fill_reused(results, short_pairs("train", sizes.train_pairs, tokenizer, results["quick"]))
     results["command"] = "PYTHONPATH=. python " + shlex.join(["benchmarks/quality/policy.py", *sys.argv[1:]])
-    results["summary"] = common.summarize(results["runs"], SUMMARY_KEYS, baseline="dpo")
-    results["reference_summary"] = {
-        k: common.mean_std([r["metrics"][k] for r in results["reference"]]) for k in SUMMARY_KEYS
-    }
+    summarize(results)
     common.write_json(out_path, results)
     draw_figures(results, figures)
     return results

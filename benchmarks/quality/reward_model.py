@@ -13,9 +13,7 @@ accuracy against the mean human ratings, and the ECE (10 bins, each pair in both
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import shlex
 import sys
 import tempfile
 import time
@@ -26,7 +24,6 @@ from typing import Any
 import common
 import torch
 
-DEFAULT_OUT = common.HERE / "results"
 GAMMAS = (0.3, 1.0, 3.0)
 ONE_RATER_GAMMA = 1.0
 
@@ -164,18 +161,7 @@ METRIC_KEYS = ("accuracy", "ece", "brier", "nll", "mean_margin")
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny random BERT and tiny sizes (for the tests)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder of reward_model.json")
-    parser.add_argument("--figures", type=Path, default=None, help="folder of the PNGs (default: <out>/../figures)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--settings", nargs="+", default=list(common.SETTINGS), choices=list(common.SETTINGS))
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--train-pairs", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a CPU shared with other jobs")
-    parser.add_argument("--resume", action="store_true", help="keep the finished runs of an existing result file")
-    parser.add_argument("--figures-only", action="store_true", help="redraw the figures from reward_model.json")
+    parser = common.benchmark_parser(__doc__.split("\n\n")[0], "reward_model.json", METHODS, "BERT")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     common.configure_torch(args.threads)
@@ -201,28 +187,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "methods": {name: asdict(m) for name, m in METHODS.items()},
         "text": "prompt + ' ' + sentence",
     }
-    previous = common.load_results(out_path) if args.resume else None
-    keep = previous is not None and common.same_config(previous["config"], config)
-    if args.resume and not keep:
-        print("[rm] --resume: no reward_model.json with the same configuration; starting afresh", flush=True)
-    results: dict[str, Any] = {
-        "benchmark": "reward_model",
-        "quick": args.quick,
-        "command": "PYTHONPATH=. python " + shlex.join(["benchmarks/quality/reward_model.py", *argv]),
-        "machine": common.machine_info(),
-        "config": config,
-        "label_stats": previous["label_stats"] if keep else {},
-        "runs": previous["runs"] if keep else [],
-        "compute_s": previous["compute_s"] if keep else 0.0,
-    }
-    mark = time.time()
+    results = common.start_results("reward_model", argv, args, config, out_path, extra={})
 
-    def save() -> None:
-        nonlocal mark
-        results["compute_s"] = round(results["compute_s"] + time.time() - mark, 1)
-        mark = time.time()
+    def summarize(results: dict[str, Any]) -> None:
         results["summary"] = common.summarize(results["runs"], METRIC_KEYS, baseline="bt")
-        common.write_json(out_path, results)
+
+    save = common.ResultsWriter(results, out_path, summarize)
 
     runs = common.pending_runs(
         results, args.settings, range(sizes.seeds), args.methods, METHODS, train_rows, ratings, save, "rm"
