@@ -217,8 +217,9 @@ def test_policy_benchmark_quick(tmp_path):
 def test_reward_model_benchmark_quick(tmp_path):
     pytest.importorskip("matplotlib")
     methods = ["bt", "mmpo_g1", "mmpo_1rater"]
-    results = _run_quick("reward_model.py", tmp_path, "--methods", *methods)
+    results = _run_quick("reward_model.py", tmp_path, "--methods", *methods, "--eval-pairs", "16", "--seeds", "2")
     assert results["quick"] and results["benchmark"] == "reward_model"
+    assert results["config"]["sizes"]["eval_pairs"] == 16  # the size flags apply (QUICK_SIZES has 24)
     _check_runs(
         results,
         {m: ("rater",) if m == "mmpo_1rater" else ("clean", "rater", "flip") for m in methods},

@@ -162,6 +162,7 @@ def benchmark_parser(
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--train-pairs", type=int, default=None)
+    parser.add_argument("--eval-pairs", type=int, default=None, help="held-out pairs (at most the split has)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a CPU shared with other jobs")
     parser.add_argument("--resume", action="store_true", help=f"keep the finished runs of an existing {result_file}")
@@ -378,9 +379,10 @@ def pending_runs(
 
 
 def resolve_sizes(args, sizes):
-    """A copy of a benchmark's run sizes with the command line's `--seeds`, `--train_pairs` and `--steps` applied."""
+    """A copy of a benchmark's run sizes with the command line's `--seeds`, `--train-pairs`, `--eval-pairs` and
+    `--steps` applied."""
     sizes = copy.copy(sizes)
-    for name in ("seeds", "train_pairs", "steps"):
+    for name in ("seeds", "train_pairs", "eval_pairs", "steps"):
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
     return sizes
