@@ -226,3 +226,13 @@ def test_reward_model_benchmark_quick(tmp_path):
         results["config"]["sizes"]["seeds"],
     )
     _check_pngs(tmp_path / "figures", ["quick_rm_reliability.png"])
+
+
+def test_figures_skip_what_a_shard_lacks(tmp_path):
+    pytest.importorskip("matplotlib")
+    import policy
+
+    run = {"method": "cdpo", "setting": "flip", "seed": 0, "margin_trace": None, "reliability": {}}
+    shard = {"benchmark": "policy", "quick": True, "runs": [run], "gamma_traces": {}}
+    assert policy.draw_figures(shard, tmp_path) == []
+    assert list(tmp_path.iterdir()) == []

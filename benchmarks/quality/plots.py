@@ -66,13 +66,15 @@ def _reliability_panel(ax, table: dict[str, list], title: str, ece: dict[str, fl
 
 def reliability_grid(
     results: dict[str, Any], path: Path, methods: tuple[str, ...] | None = None, labels: dict[str, str] | None = None
-) -> Path:
+) -> Path | None:
     """Reliability diagrams: rows = label settings, columns = methods; predictions of all seeds pooled."""
     runs = results["runs"]
     settings = [s for s in common.SETTINGS if any(r["setting"] == s for r in runs)]
     if methods is None:
         methods = ("dpo", "mmpo") if results["benchmark"] == "policy" else ("bt", "mmpo_g1")
     methods = tuple(m for m in methods if any(r["method"] == m for r in runs))
+    if not methods or not settings:  # e.g. a shard of other methods
+        return None
     labels = labels or {}
     fig = Figure(figsize=(3.9 * len(methods) + 0.6, 3.9 * len(settings) + 0.9), layout="constrained")
     axes = fig.subplots(len(settings), len(methods), squeeze=False)
@@ -100,15 +102,17 @@ def reliability_grid(
     return _save(fig, path)
 
 
-def gamma_vs_gap(results: dict[str, Any], path: Path) -> Path:
+def gamma_vs_gap(results: dict[str, Any], path: Path) -> Path | None:
     """gamma_i against the reward gap of each training pair (gamma-PO Figure 5), coloured by training step."""
     traces = results.get("gamma_traces", {})
     setting = "clean" if "clean" in traces else next(iter(traces), None)
     recorded = traces.get(setting, {}) if setting else {}
     # SimPO's margin is fixed (gamma_i = gamma0): only the dynamic runs are worth a panel
     panels = [(m, recorded[m]) for m in ("gamma_dpo", "gamma_simpo", "mmpo_gamma_dpo") if m in recorded]
-    fig = Figure(figsize=(5.0 * max(1, len(panels)), 4.6), layout="constrained")
-    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    if not panels:
+        return None
+    fig = Figure(figsize=(5.0 * len(panels), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (method, trace) in zip(axes, panels):
         steps, gaps, gammas = [], [], []
         for step, step_gaps, step_gammas in trace["steps"]:
@@ -131,12 +135,16 @@ def gamma_vs_gap(results: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def margins_over_training(results: dict[str, Any], path: Path, methods: tuple[str, ...] = ("dpo", "mmpo")) -> Path:
+def margins_over_training(
+    results: dict[str, Any], path: Path, methods: tuple[str, ...] = ("dpo", "mmpo")
+) -> Path | None:
     """Mean validation reward margin and accuracy during training, mean ± std over seeds (MMPO Figure 5)."""
     runs = [r for r in results["runs"] if r.get("margin_trace")]
     settings = [s for s in common.SETTINGS if any(r["setting"] == s for r in runs)]
-    fig = Figure(figsize=(4.4 * max(1, len(settings)), 6.4), layout="constrained")
-    axes = fig.subplots(2, max(1, len(settings)), squeeze=False)
+    if not settings:
+        return None
+    fig = Figure(figsize=(4.4 * len(settings), 6.4), layout="constrained")
+    axes = fig.subplots(2, len(settings), squeeze=False)
     for j, setting in enumerate(settings):
         for method in methods:
             mine = [r for r in runs if r["setting"] == setting and r["method"] == method]

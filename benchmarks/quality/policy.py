@@ -626,14 +626,16 @@ def merge(paths: list[Path], out_path: Path, figures: Path) -> dict[str, Any]:
 
 
 def draw_figures(results: dict[str, Any], folder: Path) -> list[Path]:
+    """The figures whose data `results` has (a shard of other methods may have none of them)."""
     import plots
 
     prefix = "quick_" if results.get("quick") else ""
-    return [
+    drawn = [
         plots.reliability_grid(results, folder / f"{prefix}policy_reliability.png"),
         plots.gamma_vs_gap(results, folder / f"{prefix}policy_gamma_vs_gap.png"),
         plots.margins_over_training(results, folder / f"{prefix}policy_margins_over_training.png"),
     ]
+    return [path for path in drawn if path is not None]
 
 
 if __name__ == "__main__":

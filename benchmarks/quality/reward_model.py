@@ -238,7 +238,8 @@ def draw_figures(results: dict[str, Any], folder: Path) -> list[Path]:
     prefix = "quick_" if results.get("quick") else ""
     labels = {name: m["label"] for name, m in results["config"]["methods"].items()}
     methods = ("bt", *(f"mmpo_g{g:g}" for g in GAMMAS))
-    return [plots.reliability_grid(results, folder / f"{prefix}rm_reliability.png", methods, labels)]
+    drawn = plots.reliability_grid(results, folder / f"{prefix}rm_reliability.png", methods, labels)
+    return [] if drawn is None else [drawn]
 
 
 if __name__ == "__main__":
