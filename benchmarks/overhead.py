@@ -237,6 +237,11 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
 
     from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOTrainer
 
+    # DPOTrainer patches `model.forward` with its fused LM head, wrapping whatever forward it finds: drop an earlier
+    # trainer's patch so that every trainer sharing the models starts from the model's own forward.
+    for m in (model, ref_model):
+        if m is not None:
+            vars(m).pop("forward", None)
     common = _common_args(opts, out_dir)
     gamma = dict(margin_queue_size=opts.queue_size, margin_sample_size=opts.sample_size)
     simpo = dict(beta=SIMPO_BETA, reference_free=True)
@@ -254,11 +259,6 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
         "gamma_simpo": (GammaPOTrainer, lambda: GammaPOConfig(
             **common, **simpo, gamma_beta_ratio=SIMPO_GAMMA_BETA_RATIO, **gamma), None),
     }[name]  # fmt: skip
-    # DPOTrainer patches `model.forward` with its fused LM head, wrapping whatever forward it finds: drop an earlier
-    # trainer's patch so that every trainer sharing the models runs the same, single-wrapped forward.
-    for m in (model, ref):
-        if m is not None:
-            vars(m).pop("forward", None)
     return cls(model, ref, args=args(), train_dataset=dataset, processing_class=tokenizer)
 
 
@@ -311,10 +311,14 @@ def run_timing(opts: Options, model_path: str, work_dir: str) -> dict[str, Any]:
     ref_model = load_model(model_path, opts).eval().requires_grad_(False) if needs_ref else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
 
-    trainers, batches, tokens, errors = {}, {}, {}, {}
+    trainers, batches, tokens, errors, forwards = {}, {}, {}, {}, {}
+    shared = [m for m in (model, ref_model) if m is not None]
     for name in opts.variants:
         try:
             trainers[name] = build_trainer(name, model, ref_model, tokenizer, dataset, opts, f"{work_dir}/{name}")
+            # Each trainer patches the shared models' forward with its own fused LM head (ours computes fewer
+            # outputs than stock TRL's): keep each one's, and put it back before that trainer's steps
+            forwards[name] = [vars(m).get("forward") for m in shared]  # None: the class's own forward
             batches[name], tokens[name] = collate_batches(trainers[name], opts)
         except Exception as e:  # record it and time the others: a GPU lease is too short to lose to one failure
             errors[name] = f"{type(e).__name__}: {e}"
@@ -333,6 +337,11 @@ def run_timing(opts: Options, model_path: str, work_dir: str) -> dict[str, Any]:
         gc.disable()  # a collection inside a timed step would charge one trainer for all of them
         try:
             for name in order:
+                for m, forward in zip(shared, forwards[name]):
+                    if forward is None:
+                        vars(m).pop("forward", None)
+                    else:
+                        m.forward = forward
                 seconds = timed_step(trainers[name], optimizer, batches[name][r % opts.num_batches], opts.device)
                 if r >= 0:
                     times[name].append(seconds)
