@@ -32,7 +32,7 @@ def _table(
     summary = results["summary"][setting]
     header = ["method", *(title for _, title, _ in columns), *(f"Δ {d} vs {baseline} (paired)" for d in deltas)]
     rows = []
-    if reference and results.get("reference_summary"):
+    if reference and results.get("reference"):  # a run with --no-reference-rows has none
         ref = results["reference_summary"]
         base = [f"untrained {results['config']['model']} (SimPO-style reward)"]
         base += [common.fmt(ref[key], digits) if key in ref else "-" for key, _, digits in columns]
