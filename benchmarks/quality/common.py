@@ -34,6 +34,7 @@ import random
 import shlex
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -168,6 +169,17 @@ def benchmark_parser(
     parser.add_argument("--resume", action="store_true", help=f"keep the finished runs of an existing {result_file}")
     parser.add_argument("--figures-only", action="store_true", help=f"redraw the figures from {result_file}")
     return parser
+
+
+def parse_benchmark_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, result_file: str
+) -> tuple[argparse.Namespace, list[str], Path, Path]:
+    """Parsed options, the argument list (recorded as the result's command), the result file and the figures folder;
+    also sets torch's threads."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    configure_torch(args.threads)
+    return args, argv, args.out / result_file, args.figures or args.out.parent / "figures"
 
 
 def start_results(

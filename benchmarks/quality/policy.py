@@ -460,13 +460,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--no-reference-rows", action="store_true", help="skip the untrained model's own rows")
     parser.add_argument("--merge", type=Path, nargs="+", help="merge these policy.json shards into <out>/policy.json")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    common.configure_torch(args.threads)
-    out_path = args.out / "policy.json"
-    figures = args.figures or args.out.parent / "figures"
+    args, argv, out_path, figures = common.parse_benchmark_args(parser, argv, "policy.json")
     if args.merge:
-        return merge(args.merge, out_path, figures)
+        return merge(args.merge, out_path, figures, argv)
     if args.figures_only:
         results = common.load_results(out_path)
         draw_figures(results, figures)
@@ -608,7 +604,7 @@ def fill_reused(results: dict[str, Any], train_rows: list[dict]) -> None:
                     results["runs"].append({**same, "setting": setting, "reused_from": same["setting"]})
 
 
-def merge(paths: list[Path], out_path: Path, figures: Path) -> dict[str, Any]:
+def merge(paths: list[Path], out_path: Path, figures: Path, argv: list[str]) -> dict[str, Any]:
     """One policy.json from shards run in parallel processes, with reused runs filled in and the summaries redone."""
     from transformers import AutoTokenizer
 
@@ -618,7 +614,7 @@ def merge(paths: list[Path], out_path: Path, figures: Path) -> dict[str, Any]:
     sizes = Sizes(**results["config"]["sizes"])
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(results["quick"]))
     fill_reused(results, short_pairs("train", sizes.train_pairs, tokenizer, results["quick"]))
-    results["command"] = "PYTHONPATH=. python " + shlex.join(["benchmarks/quality/policy.py", *sys.argv[1:]])
+    results["command"] = "PYTHONPATH=. python " + shlex.join(["benchmarks/quality/policy.py", *argv])
     summarize(results)
     common.write_json(out_path, results)
     draw_figures(results, figures)

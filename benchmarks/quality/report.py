@@ -52,22 +52,23 @@ def _table(
     return common.markdown_table(header, rows)
 
 
-def policy_tables(results: dict[str, Any]) -> str:
+def setting_tables(results: dict[str, Any], columns, baseline: str, reference: bool) -> str:
+    """One table per label setting in `results`: the policy benchmark (with the untrained model's row) or the reward
+    model's."""
     parts = []
     for setting in common.SETTINGS:
         if setting in results.get("summary", {}):
-            table = _table(results, setting, POLICY_COLUMNS, "dpo", ("accuracy", "ece"), reference=True)
+            table = _table(results, setting, columns, baseline, ("accuracy", "ece"), reference)
             parts.append(f"**{common.SETTING_TITLES[setting]}**\n\n{table}")
     return "\n\n".join(parts)
+
+
+def policy_tables(results: dict[str, Any]) -> str:
+    return setting_tables(results, POLICY_COLUMNS, "dpo", reference=True)
 
 
 def rm_tables(results: dict[str, Any]) -> str:
-    parts = []
-    for setting in common.SETTINGS:
-        if setting in results.get("summary", {}):
-            table = _table(results, setting, RM_COLUMNS, "bt", ("accuracy", "ece"), reference=False)
-            parts.append(f"**{common.SETTING_TITLES[setting]}**\n\n{table}")
-    return "\n\n".join(parts)
+    return setting_tables(results, RM_COLUMNS, "bt", reference=False)
 
 
 def label_stats(results: dict[str, Any]) -> str:

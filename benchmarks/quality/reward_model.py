@@ -162,11 +162,7 @@ METRIC_KEYS = ("accuracy", "ece", "brier", "nll", "mean_margin")
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.benchmark_parser(__doc__.split("\n\n")[0], "reward_model.json", METHODS, "BERT")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    common.configure_torch(args.threads)
-    out_path = args.out / "reward_model.json"
-    figures = args.figures or args.out.parent / "figures"
+    args, argv, out_path, figures = common.parse_benchmark_args(parser, argv, "reward_model.json")
     if args.figures_only:
         results = common.load_results(out_path)
         draw_figures(results, figures)
