@@ -39,43 +39,49 @@ class MarginDataCollator(MarginCollatorMixin, DataCollatorForPreference):
 
 
 @contextlib.contextmanager
+def _replaced_in_trl_dpo(name: str, wrap):
+    """Replace `trl.trainer.dpo_trainer.<name>` by `wrap(original)` while `DPOTrainer.__init__` runs: it offers no hook
+    for what we change, but looks these functions up in its module on each call."""
+    original = getattr(_trl_dpo, name)
+    setattr(_trl_dpo, name, wrap(original))
+    try:
+        yield
+    finally:
+        setattr(_trl_dpo, name, original)
+
+
 def _without_reference_model_load(trainer: DPOTrainer):
     """Make `DPOTrainer.__init__` skip loading a reference copy of the policy (reference-free rewards need none).
 
     `DPOTrainer` loads a policy given by path before `Trainer.__init__` and the reference copy after it, both with
     `create_model_from_path`; the reference call is the one made once the accelerator exists.
     """
-    original = _trl_dpo.create_model_from_path
 
-    def create_model_from_path(model_id, **kwargs):
-        if hasattr(trainer, "accelerator"):
-            return None
-        return original(model_id, **kwargs)
+    def wrap(original):
+        def create_model_from_path(model_id, **kwargs):
+            if hasattr(trainer, "accelerator"):
+                return None
+            return original(model_id, **kwargs)
 
-    _trl_dpo.create_model_from_path = create_model_from_path
-    try:
-        yield
-    finally:
-        _trl_dpo.create_model_from_path = original
+        return create_model_from_path
+
+    return _replaced_in_trl_dpo("create_model_from_path", wrap)
 
 
-@contextlib.contextmanager
 def _log_probs_only_lm_head():
     """Make `DPOTrainer.__init__` build its fused LM head with the `log_probs` output only.
 
     TRL also asks the head for entropy, mean logit and top-1 hits, which feed only its own loss's metrics; our
     `_compute_loss` never reads them, and on short sequences they cost a few percent of a step (benchmarks/RESULTS.md).
     """
-    original = _trl_dpo.add_fused_lm_head
 
-    def add_fused_lm_head(model, *args, **kwargs):
-        return original(model, *args, **{**kwargs, "outputs": ("log_probs",)})
+    def wrap(original):
+        def add_fused_lm_head(model, *args, **kwargs):
+            return original(model, *args, **{**kwargs, "outputs": ("log_probs",)})
 
-    _trl_dpo.add_fused_lm_head = add_fused_lm_head
-    try:
-        yield
-    finally:
-        _trl_dpo.add_fused_lm_head = original
+        return add_fused_lm_head
+
+    return _replaced_in_trl_dpo("add_fused_lm_head", wrap)
 
 
 class MMPOTrainer(CalibrationMixin, DPOTrainer):

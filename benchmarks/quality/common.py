@@ -182,6 +182,11 @@ def parse_benchmark_args(
     return args, argv, args.out / result_file, args.figures or args.out.parent / "figures"
 
 
+def command_line(benchmark: str, argv: Sequence[str]) -> str:
+    """The command that reproduces a result file, as recorded in it."""
+    return "PYTHONPATH=. python " + shlex.join([f"benchmarks/quality/{benchmark}.py", *argv])
+
+
 def start_results(
     benchmark: str, argv: Sequence[str], args, config: dict[str, Any], out_path: Path, extra: dict[str, Any]
 ) -> dict[str, Any]:
@@ -191,11 +196,10 @@ def start_results(
     keep = previous is not None and same_config(previous["config"], config)
     if args.resume and not keep:
         print(f"[{benchmark}] --resume: no {out_path.name} with the same configuration; starting afresh", flush=True)
-    script = f"benchmarks/quality/{benchmark}.py"
     results = {
         "benchmark": benchmark,
         "quick": args.quick,
-        "command": "PYTHONPATH=. python " + shlex.join([script, *argv]),
+        "command": command_line(benchmark, argv),
         "machine": machine_info(),
         "config": config,
     }
@@ -243,7 +247,7 @@ def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if shard.get("reference") and not merged.get("reference"):
             merged["reference"] = shard["reference"]
         for setting, traces in shard.get("gamma_traces", {}).items():  # a shard per setting: keep all of them
-            merged.setdefault("gamma_traces", {}).setdefault(setting, {}).update(traces)
+            merged["gamma_traces"].setdefault(setting, {}).update(traces)
         merged["compute_s"] += shard["compute_s"]
     return merged
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import sys
 import tempfile
 import time
@@ -614,7 +613,7 @@ def merge(paths: list[Path], out_path: Path, figures: Path, argv: list[str]) -> 
     sizes = Sizes(**results["config"]["sizes"])
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(results["quick"]))
     fill_reused(results, short_pairs("train", sizes.train_pairs, tokenizer, results["quick"]))
-    results["command"] = "PYTHONPATH=. python " + shlex.join(["benchmarks/quality/policy.py", *argv])
+    results["command"] = common.command_line("policy", argv)
     summarize(results)
     common.write_json(out_path, results)
     draw_figures(results, figures)
