@@ -3,6 +3,7 @@
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -187,7 +188,11 @@ def test_two_processes_hold_identical_queues_and_margins(tiny_model_dir, tmp_pat
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     script = os.path.join(os.path.dirname(__file__), "dist_gamma_po.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29513"]
+    # A free port, not a fixed one: a fixed port fails while another run of this test (or its TIME_WAIT) holds it
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
     result = subprocess.run([*cmd, script, tiny_model_dir, str(tmp_path)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
