@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shlex
 
 import pytest
 import yaml
@@ -321,7 +322,32 @@ def test_preference_metrics_json_is_written(tmp_path, tiny_model_dir, local_data
     argv += ["32", "--mmpo_gamma", "0.5", "--learning_rate", "1e-3", "--preference_eval", "--disable_tqdm", "true"]
     report = cli.run("mmpo", *parse_args("mmpo", argv))
     before, after = report["preference_metrics"]["before"], report["preference_metrics"]["after"]
-    assert before["hard labels"]["accuracy"] == 0.5  # the policy is its own reference before training
-    assert after["hard labels"]["mean_margin"] != 0.0
+    # Before training the policy is its own reference (every implicit reward 0): the baseline is its likelihood
+    assert "log-likelihood per completion token" in before["rewards"] and "DPO implicit" in after["rewards"]
+    assert before["metrics"]["hard labels"]["mean_margin"] != 0.0
+    assert after["metrics"]["hard labels"]["mean_margin"] != 0.0
     saved = json.loads((tmp_path / "preference_metrics.json").read_text())
-    assert saved["after"]["MMPO targets (gamma=0.5)"]["num_pairs"] == 4
+    assert saved["after"]["metrics"]["MMPO targets (gamma=0.5)"]["num_pairs"] == 4
+
+
+def test_evaluate_command_reproduces_the_after_numbers(tmp_path, tiny_model_dir, local_data, capsys):
+    # One ECE and one accuracy: the command the run prints gives the numbers of its own "after" column
+    from trl_margins import evaluate_cli
+
+    out = tmp_path / "out"
+    argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(local_data), "--output_dir", str(out)]
+    argv += ["--max_steps", "2", "--per_device_train_batch_size", "4", "--max_eval_samples", "5", "--max_length"]
+    argv += ["24", "--mmpo_gamma", "0.5", "--learning_rate", "1e-2", "--preference_eval", "--disable_tqdm", "true"]
+    after = cli.run("mmpo", *parse_args("mmpo", argv))["preference_metrics"]["after"]["metrics"]
+    printed = capsys.readouterr().out
+    assert "ECE (both orders, 15 bins)" in printed
+    command = next(line for line in printed.splitlines() if "trl-margins evaluate --model" in line)
+    command = shlex.split(command[command.index("trl-margins evaluate --model") :])[2:]
+    assert "--max_length" in command and "--gamma" in command
+    assert evaluate_cli.main([*command, "--output_dir", str(tmp_path / "eval"), "--no_plots"]) == 0
+    overall = json.loads((tmp_path / "eval" / "metrics.json").read_text())["overall"]
+    expected = after["MMPO targets (gamma=0.5)"]
+    assert overall["num_pairs"] == expected["num_pairs"] == 5
+    assert overall["mean_margin"] != 0.0
+    for key in ("accuracy", "mean_margin", "ece", "brier", "nll"):
+        assert overall[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key

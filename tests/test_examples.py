@@ -58,8 +58,8 @@ def test_example_trains_evaluates_saves_and_resumes(script, tiny_model_dir, data
     if "--eval_strategy" in argv:  # the trainer's own evaluation ran too, with MMPO's calibration metrics
         assert "eval_mmpo/ece" in json.loads((output_dir / "eval_results.json").read_text())
     metrics = json.loads((output_dir / "preference_metrics.json").read_text())
-    assert metrics["after"]["hard labels"]["num_pairs"] == 4
-    assert set(metrics["before"]) == {"hard labels", "MMPO targets (gamma=0.5)", "human_pref_prob"}
+    assert metrics["after"]["metrics"]["hard labels"]["num_pairs"] == 4
+    assert set(metrics["before"]["metrics"]) == {"hard labels", "MMPO targets (gamma=0.5)", "human_pref_prob"}
 
     # Asked for one more step, the same command resumes from checkpoint-1 instead of starting over
     with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):

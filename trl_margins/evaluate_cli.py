@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .evaluation import (
+    ece_label,
     plot_margin_histogram,
     plot_reliability_diagram,
     preference_metrics,
@@ -74,7 +75,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--dataset",
         required=True,
         help="A local .json/.jsonl/.parquet/.csv file or a hub dataset name, in TRL's preference format or "
-        "RewardBench's (prompt, chosen, rejected, subset).",
+        "RewardBench's (prompt, chosen, rejected, subset); `trl_margins:vader` is the bundled VADER pairs.",
     )
     data.add_argument("--dataset_config", default=None, help="Configuration name of a hub dataset.")
     data.add_argument("--split", default=None, help="Split (default: the only one, or 'test').")
@@ -119,6 +120,10 @@ def load_preference_dataset(name_or_path: str, split: str | None = None, config:
     """A local file (by extension) or a hub dataset, as one `datasets.Dataset`."""
     from datasets import DatasetDict, load_dataset
 
+    from .assets import BUNDLED_DATASET, load_bundled_pairs
+
+    if name_or_path == BUNDLED_DATASET:  # the pairs exactly as `trl-margins mmpo` trains and evaluates on them
+        return load_bundled_pairs(split or "test")
     path = Path(name_or_path)
     if path.is_file():
         if path.suffix not in _LOCAL_FORMATS:
@@ -315,18 +320,18 @@ def format_table(result: dict[str, Any]) -> str:
         f"{result['model']} ({result['model_type']}{beta}) on {result['dataset']}: {overall['num_pairs']} pairs",
         f"calibration against {result['targets']}",
         "",
-        f"  {'accuracy':<24}{overall['accuracy']:>10.4f}",
-        f"  {'mean margin':<24}{overall['mean_margin']:>10.4f}",
-        f"  {'ECE':<24}{overall['ece']:>10.4f}",
-        f"  {'Brier score':<24}{overall['brier']:>10.4f}",
-        f"  {'NLL':<24}{overall['nll']:>10.4f}",
+        f"  {'accuracy':<28}{overall['accuracy']:>10.4f}",
+        f"  {'mean margin':<28}{overall['mean_margin']:>10.4f}",
+        f"  {ece_label(overall):<28}{overall['ece']:>10.4f}",
+        f"  {'Brier score':<28}{overall['brier']:>10.4f}",
+        f"  {'NLL':<28}{overall['nll']:>10.4f}",
     ]
     if "subsets" in result:
-        lines += ["", f"  {'subset':<24}{'pairs':>8}{'accuracy':>10}"]
-        lines += [f"  {k:<24}{v['num_pairs']:>8}{v['accuracy']:>10.4f}" for k, v in result["subsets"].items()]
+        lines += ["", f"  {'subset':<28}{'pairs':>8}{'accuracy':>10}"]
+        lines += [f"  {k:<28}{v['num_pairs']:>8}{v['accuracy']:>10.4f}" for k, v in result["subsets"].items()]
     if "rewardbench_sections" in result:
         lines += ["", "  RewardBench sections"]
-        lines += [f"  {k:<24}{v:>10.4f}" for k, v in result["rewardbench_sections"].items()]
+        lines += [f"  {k:<28}{v:>10.4f}" for k, v in result["rewardbench_sections"].items()]
     return "\n".join(lines)
 
 

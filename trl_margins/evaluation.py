@@ -23,6 +23,7 @@ __all__ = [
     "REWARDBENCH_EXAMPLE_COUNTS",
     "REWARDBENCH_SUBSET_MAPPING",
     "brier_score",
+    "ece_label",
     "expected_calibration_error",
     "plot_margin_histogram",
     "plot_reliability_diagram",
@@ -59,17 +60,20 @@ def _bin_sums(pred: torch.Tensor, target: torch.Tensor, n_bins: int) -> tuple[to
 
 
 def expected_calibration_error(
-    pred_probs: torch.Tensor, target_probs: torch.Tensor, n_bins: int = 15, symmetric: bool = False
+    pred_probs: torch.Tensor, target_probs: torch.Tensor, n_bins: int = 15, symmetric: bool = True
 ) -> float:
     """Expected calibration error (Naeini et al., 2015; MMPO Section 4.2, Figure 4).
 
     Predictions are grouped into ``n_bins`` equal-width bins over ``[0, 1]``; ECE is the mean over bins, weighted by
     bin size, of ``|mean predicted probability - mean target probability|``.
 
-    With ``symmetric=True`` every pair also enters in the other order (prediction ``1 - p``, target ``1 - t``). Use it
-    with hard labels: against targets that are all 1 the plain form reduces to ``1 - mean(p)``, which rewards
-    confidence whether or not it is right, while the symmetric form is the usual confidence-versus-accuracy ECE (a bin
-    of pairs predicted at 0.8 is calibrated when 80% of them rank the chosen response first).
+    With ``symmetric=True`` (the default, and the one ECE that this package reports everywhere: the trainers'
+    ``mmpo/ece``, the commands' before/after tables, ``trl-margins evaluate`` and the benchmarks) every pair also
+    enters in the other order (prediction ``1 - p``, target ``1 - t``), so the result does not depend on which
+    response is listed first. Against hard labels the one-order form (``symmetric=False``) reduces to
+    ``1 - mean(p)``, which rewards confidence whether or not it is right, while the symmetric form is the usual
+    confidence-versus-accuracy ECE (a bin of pairs predicted at 0.8 is calibrated when 80% of them rank the chosen
+    response first).
     """
     pred, target = _probs(pred_probs, target_probs, symmetric)
     if n_bins < 1:
@@ -81,6 +85,12 @@ def expected_calibration_error(
     return float(gap.sum() / pred.numel())
 
 
+def ece_label(metrics: Mapping[str, Any]) -> str:
+    """How a `preference_metrics` result's ECE was computed, for printed reports: "ECE (both orders, 15 bins)"."""
+    orders = "both orders" if metrics.get("symmetric", True) else "one order"
+    return f"ECE ({orders}, {metrics.get('n_bins', 15)} bins)"
+
+
 def brier_score(pred_probs: torch.Tensor, target_probs: torch.Tensor) -> float:
     """Mean squared difference between predicted and target preference probabilities (the same in either order)."""
     pred, target = _probs(pred_probs, target_probs, symmetric=False)
@@ -88,7 +98,7 @@ def brier_score(pred_probs: torch.Tensor, target_probs: torch.Tensor) -> float:
 
 
 def reliability_bins(
-    pred_probs: torch.Tensor, target_probs: torch.Tensor, n_bins: int = 15, symmetric: bool = False
+    pred_probs: torch.Tensor, target_probs: torch.Tensor, n_bins: int = 15, symmetric: bool = True
 ) -> dict[str, list]:
     """The table behind a reliability diagram, with the binning of `expected_calibration_error`.
 

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "as_conversational",
+    "completion_log_probs",
     "dpo_implicit_rewards",
     "policy_rewards",
     "reward_model_scores",
@@ -325,6 +326,38 @@ def policy_rewards(
             max_length,
         )
     return torch.cat(chosen_rewards), torch.cat(rejected_rewards)
+
+
+def completion_log_probs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Rows,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Summed log-probability of each pair's chosen and rejected completion under ``model``, and their token counts,
+    tokenized, batched and truncated as `policy_rewards` does.
+
+    Returns ``{"chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths"}``, CPU tensors in the order
+    of ``dataset``. Log-probs of the reference policy computed once with this function give DPO's implicit rewards
+    of any later policy as ``beta * (logps - ref_logps)``, without running the reference again.
+    """
+    collator = DataCollatorForPreference(pad_token_id=_pad_token_id(tokenizer), max_length=max_length)
+    _with_fused_head(model)
+    parts: dict[str, list[torch.Tensor]] = {"logps": [], "lengths": []}
+    with _eval_mode(model):
+        for rows in _batches(dataset, batch_size, desc="Computing completion log-probs"):
+            batch = collator([tokenize_for_policy(row, tokenizer) for row in rows])
+            log_probs, lengths = _completion_log_probs(model, batch)
+            parts["logps"].append(log_probs.cpu().view(2, -1))
+            parts["lengths"].append(lengths.cpu().view(2, -1))
+    logps, lengths = torch.cat(parts["logps"], dim=1), torch.cat(parts["lengths"], dim=1)
+    return {
+        "chosen_logps": logps[0],
+        "rejected_logps": logps[1],
+        "chosen_lengths": lengths[0],
+        "rejected_lengths": lengths[1],
+    }
 
 
 def dpo_implicit_rewards(
