@@ -6,9 +6,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from conftest import base_args, make_preference_dataset  # noqa: E402
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.conftest import base_args, make_preference_dataset  # noqa: E402
 from trl_margins import GammaPOConfig, GammaPOTrainer  # noqa: E402
 
 
