@@ -200,3 +200,20 @@ def test_two_processes_hold_identical_queues_and_margins(tiny_model_dir, tmp_pat
     assert len(rank0["queue"]) == 3 * 2 * 2  # 3 steps x 2 ranks x 2 pairs
     assert torch.equal(rank0["queue"], rank1["queue"])
     assert torch.equal(rank0["margins"], rank1["margins"])
+
+
+def test_queue_leaves_out_non_finite_gaps():
+    queue = MarginQueue(8)
+    assert queue.push(torch.tensor([1.0, float("nan"), 2.0, float("inf"), -float("inf")])) == 3
+    assert sorted(queue.values().tolist()) == [1.0, 2.0]
+    assert queue.push(torch.tensor([3.0])) == 0 and len(queue) == 3
+
+
+def test_queue_sample_without_advance_leaves_later_draws_unchanged():
+    queue, twin = MarginQueue(64, seed=3), MarginQueue(64, seed=3)
+    for q in (queue, twin):
+        q.push(torch.arange(40.0))
+    peeked = [queue.sample(8, advance=False) for _ in range(3)]
+    assert all(torch.equal(p, peeked[0]) for p in peeked)  # a pure function of the state
+    assert torch.equal(queue.sample(8), twin.sample(8))  # and the next training draw is the same as without peeking
+    assert torch.equal(queue.sample(8), twin.sample(8))

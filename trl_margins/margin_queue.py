@@ -1,10 +1,10 @@
 """FIFO queue of recent reward gaps for gamma-PO (Appendix C, Algorithm 2: the queue `H`).
 
 Unlike the published code, the queue starts empty (no random seed entries), lives on the training device as a ring
-buffer with host-side bookkeeping (its size and write position follow from tensor shapes, so pushing and sampling never
-wait for the device), holds the gaps of the *global* batch in distributed training (every rank pushes the same gathered
-gaps, so all ranks hold the same queue), and has a state that checkpoints save and resumes restore, sampling generator
-included.
+buffer with host-side bookkeeping (its size and write position follow from tensor shapes: sampling never waits for
+the device, and a push waits once, to count the finite gaps it keeps, since a NaN or infinite gap never enters), holds
+the gaps of the *global* batch in distributed training (every rank pushes the same gathered gaps, so all ranks hold
+the same queue), and has a state that checkpoints save and resumes restore, sampling generator included.
 """
 
 from __future__ import annotations
@@ -68,12 +68,19 @@ class MarginQueue:
         return torch.roll(self._buffer, -self.position).clone()
 
     @torch.no_grad()
-    def push(self, gaps: torch.Tensor) -> None:
-        """Append detached gaps; the oldest entries are overwritten once the queue is full."""
+    def push(self, gaps: torch.Tensor) -> int:
+        """Append the finite detached gaps; the oldest entries are overwritten once the queue is full.
+
+        A NaN or infinite gap never enters: it would make every margin solved over the queue NaN for as long as it
+        stays there. Returns how many gaps were left out.
+        """
         gaps = gaps.detach().flatten().float()
         self._ensure_on(gaps.device)
+        given = gaps.numel()
+        gaps = gaps[torch.isfinite(gaps)]  # how many remain sets the bookkeeping: the one host sync of a push
+        left_out = given - gaps.numel()
         if self.capacity == 0 or gaps.numel() == 0:
-            return
+            return left_out
         if gaps.numel() > self.capacity:
             gaps = gaps[-self.capacity :]
         k = gaps.numel()
@@ -81,17 +88,26 @@ class MarginQueue:
         self._buffer.index_copy_(0, index, gaps)
         self.position = (self.position + k) % self.capacity
         self.size = min(self.size + k, self.capacity)
+        return left_out
 
     @torch.no_grad()
-    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Up to ``n`` stored gaps drawn without replacement (fewer while the queue holds fewer)."""
+    def sample(self, n: int, device: torch.device | str | None = None, advance: bool = True) -> torch.Tensor:
+        """Up to ``n`` stored gaps drawn without replacement (fewer while the queue holds fewer).
+
+        With ``advance=False`` the draw leaves the sampling generator where it was: evaluation uses it, so that it is
+        a pure function of the training state and never changes the draws of later training steps.
+        """
         if device is None:
             device = self._buffer.device if self._buffer is not None else "cpu"
         self._ensure_on(torch.device(device))
         k = min(n, self.size)
         if k <= 0:
             return torch.zeros(0, device=self._buffer.device)
-        index = torch.randperm(self.size, generator=self._generator, device=self._buffer.device)[:k]
+        generator = self._generator
+        if not advance:
+            generator = torch.Generator(device=self._buffer.device)
+            generator.set_state(self._generator.get_state())
+        index = torch.randperm(self.size, generator=generator, device=self._buffer.device)[:k]
         # While filling, the valid entries are the first `size` slots; once full, all of them
         return self._buffer[index]
 
