@@ -217,3 +217,53 @@ def test_queue_sample_without_advance_leaves_later_draws_unchanged():
     assert all(torch.equal(p, peeked[0]) for p in peeked)  # a pure function of the state
     assert torch.equal(queue.sample(8), twin.sample(8))  # and the next training draw is the same as without peeking
     assert torch.equal(queue.sample(8), twin.sample(8))
+
+
+def test_non_finite_gaps_get_the_base_margin_and_stay_out_of_the_queue(tiny_model_dir, tmp_path, caplog):
+    trainer = _trainer(tiny_model_dir, tmp_path, beta=2.0, tau=1.0, reference_free=True, margin_sample_size=16)
+    clean = trainer.target_margins(torch.tensor([-1.0, 0.5, 2.0]), "eval")
+    with caplog.at_level("WARNING", logger="trl_margins.gamma_po"):
+        margins = trainer.target_margins(torch.tensor([-1.0, float("nan"), 0.5, float("inf"), 2.0]), "train")
+    assert torch.isfinite(margins).all()
+    assert margins[[1, 3]].tolist() == [trainer.args.gamma0] * 2  # gamma-SimPO applies gamma_i itself
+    assert torch.allclose(margins[[0, 2, 4]], clean)  # the finite gaps are solved as if the others were absent
+    assert sorted(trainer.margin_queue.values().tolist()) == [-1.0, 0.5, 2.0]
+    assert trainer._pending_scalars["gamma/nonfinite_gaps"].item() == 2
+    assert any("2 of 5 reward gaps are NaN or infinite" in r.getMessage() for r in caplog.records)
+
+
+def test_evaluation_does_not_change_training(tiny_model_dir, tmp_path):
+    ds, eval_ds = make_preference_dataset(16), make_preference_dataset(8, seed=5)
+    common = dict(max_steps=4, margin_sample_size=12, tau=1.0, beta=1.0)
+    plain = _trainer(tiny_model_dir, tmp_path / "plain", dataset=ds, **common)
+    plain.train()
+    evaluated = GammaPOTrainer(
+        tiny_model_dir,
+        args=GammaPOConfig(**base_args(tmp_path / "eval", eval_strategy="steps", eval_steps=1, **common)),
+        train_dataset=ds,
+        eval_dataset=eval_ds,
+    )
+    evaluated.train()
+    assert len(_history(evaluated, "eval_loss")) == 4
+    assert _history(evaluated, "loss") == _history(plain, "loss")  # bit for bit
+    assert torch.equal(evaluated.margin_queue.values(), plain.margin_queue.values())
+
+
+def test_gradient_accumulation_solves_and_pushes_each_micro_batch(tiny_model_dir, tmp_path):
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=3
+    )
+    pushes = []
+    push = trainer.margin_queue.push
+    trainer.margin_queue.push = lambda gaps: pushes.append(gaps.numel()) or push(gaps)
+    trainer.train()
+    assert pushes == [2] * 6  # one push of 2 gaps per micro-batch, 3 micro-batches per optimizer step
+    assert len(trainer.margin_queue) == 12
+    # A logged metric averages the step's micro-batches: queue sizes 8, 10 and 12 in the second step
+    assert _history(trainer, "gamma/queue_size") == [4.0, 10.0]
+
+
+def test_margin_sample_size_within_the_batch_warns(tiny_model_dir, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="trl_margins.gamma_po"):
+        _trainer(tiny_model_dir, tmp_path, margin_sample_size=4)  # per-device batch 4, one process
+    assert any("the queue is never sampled" in r.getMessage() for r in caplog.records)

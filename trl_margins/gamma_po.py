@@ -30,9 +30,16 @@ class GammaPOTrainer(MMPOTrainer):
     gradient through `gamma_i`. Which margin enters the loss follows `margin_mode`: as published, gamma-SimPO
     (`reference_free=True`) uses `gamma_i` and gamma-DPO `gamma_i - gamma0`.
 
+    Margins are solved per forward pass: under gradient accumulation, each micro-batch solves over its own global
+    micro-batch plus queue samples and pushes its gaps, so one optimizer step pushes `gradient_accumulation_steps`
+    micro-batches (the order the published code sees them in). Evaluation solves the same way but neither pushes to
+    the queue nor advances its sampling generator, so evaluating never changes training. A NaN or infinite reward gap
+    gets the base margin, stays out of the solve and the queue, and is counted (`gamma/nonfinite_gaps`, and a
+    warning naming the step).
+
     The queue is saved in every checkpoint (`margin_queue.pt`) and restored by `train(resume_from_checkpoint=...)`.
-    Logs `gamma/mean`, `gamma/std`, `gamma/min`, `gamma/max` (over the global batch, before any `gamma0` offset) and
-    `gamma/queue_size`, besides MMPOTrainer's metrics.
+    Logs `gamma/mean`, `gamma/std`, `gamma/min`, `gamma/max` (over the global batch, before any `gamma0` offset),
+    `gamma/queue_size` and `gamma/nonfinite_gaps`, besides MMPOTrainer's metrics.
     """
 
     _tag_names = ["trl", "dpo", "gamma-po", "trl-margins"]
@@ -42,6 +49,13 @@ class GammaPOTrainer(MMPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.margin_queue = MarginQueue(self.args.margin_queue_size, seed=self.args.seed)
+        global_batch = self.args.per_device_train_batch_size * self.accelerator.num_processes
+        if self.args.margin_sample_size <= global_batch:
+            logger.warning(
+                f"margin_sample_size={self.args.margin_sample_size} is not larger than the global batch "
+                f"({global_batch} pairs): the queue is never sampled, and each step's margins are solved over its "
+                "own batch alone. Set margin_sample_size above the global batch (the paper's code: 256)."
+            )
 
     @property
     def _margin_offset(self) -> float:
@@ -52,18 +66,32 @@ class GammaPOTrainer(MMPOTrainer):
     def target_margins(self, reward_gaps: torch.Tensor, mode: str) -> torch.Tensor:
         args = self.args
         local_size = reward_gaps.numel()
+        training = mode == "train"
         # The global batch: every rank solves the same problem and pushes the same gaps, so the queues agree
         batch_gaps = self.accelerator.gather(reward_gaps.detach().float())
-        history = self.margin_queue.sample(args.margin_sample_size - batch_gaps.numel(), device=batch_gaps.device)
-        gammas = dynamic_target_margins(
-            torch.cat([batch_gaps, history]),
+        # Evaluation reads the queue without advancing its generator: it never changes what training draws next
+        history = self.margin_queue.sample(
+            args.margin_sample_size - batch_gaps.numel(), device=batch_gaps.device, advance=training
+        )
+        # A NaN or infinite gap gets the base margin and stays out of the solve, which it would turn all NaN
+        finite = torch.isfinite(batch_gaps)
+        gammas = torch.full_like(batch_gaps, args.gamma0)
+        solved = dynamic_target_margins(
+            torch.cat([batch_gaps[finite], history]),
             gamma0=args.gamma0,
             tau=args.tau,
             num_iters=args.margin_iters,
             step_size=args.margin_step_size,
-        )[: batch_gaps.numel()]
-        if mode == "train":
-            self.margin_queue.push(batch_gaps)
+        )
+        gammas[finite] = solved[: int(finite.sum())]
+        nonfinite = batch_gaps.numel() - int(finite.sum())
+        if training:
+            self.margin_queue.push(batch_gaps)  # keeps the finite gaps only
+        if nonfinite:
+            logger.warning(
+                f"Step {self.state.global_step} ({mode}): {nonfinite} of {batch_gaps.numel()} reward gaps are NaN or "
+                "infinite; they got the base margin and were kept out of the margin queue."
+            )
         # Logged with the other metrics of the step, in one host transfer
         self._pending_scalars.update(
             {
@@ -72,6 +100,7 @@ class GammaPOTrainer(MMPOTrainer):
                 "gamma/min": gammas.min(),
                 "gamma/max": gammas.max(),
                 "gamma/queue_size": torch.tensor(float(len(self.margin_queue))),
+                "gamma/nonfinite_gaps": torch.tensor(float(nonfinite)),
             }
         )
         start = self.accelerator.process_index * local_size
