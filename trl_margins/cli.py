@@ -204,6 +204,8 @@ REMOVED_KEYS: dict[str, str] = {
 AMBIGUOUS_KEYS: dict[str, str] = {
     "gamma": "`gamma` is MMPO's rationality coefficient in one paper and SimPO's target margin in the other: write "
     "`mmpo_gamma` (MMPO) or `gamma_beta_ratio` (SimPO / gamma-PO, target margin = gamma_beta_ratio * beta)",
+    "reference_free": "`reference_free` meant TRL 0.x's uniform reference (no length normalisation); for SimPO "
+    "rewards (length-normalised, no reference model) write `reward_type: simpo`",
 }
 
 _DATASET_SOURCES = ("dataset_name", "dataset_mixture", "dataset_mixer", "datasets")
@@ -653,7 +655,7 @@ def pair_rewards(trainer, dataset: Dataset, mode: str, before_training: bool) ->
     batch_size = args.per_device_eval_batch_size
     if mode == "reward":
         return reward_model_scores(trainer.model, trainer.processing_class, dataset, batch_size, args.max_length)
-    if not args.reference_free and before_training:
+    if not args.simpo and before_training:
         # Before the first step the policy is its own reference: every implicit reward is exactly 0, no need to run it
         if trainer.accelerator.is_main_process:
             print("(The policy is its own reference before training: every DPO implicit reward is 0.)")
@@ -661,7 +663,7 @@ def pair_rewards(trainer, dataset: Dataset, mode: str, before_training: bool) ->
         return zeros, zeros.clone()
     return policy_rewards(
         trainer.model, trainer.processing_class, dataset, args.beta, ref_model=getattr(trainer, "ref_model", None),
-        reference_free=args.reference_free, batch_size=batch_size, max_length=args.max_length,
+        reward_type=args.reward_type, batch_size=batch_size, max_length=args.max_length,
     )  # fmt: skip
 
 
@@ -791,7 +793,7 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
             with open(os.path.join(training_args.output_dir, "preference_metrics.json"), "w") as f:
                 json.dump(report["preference_metrics"], f, indent=2)
             kind = "reward model scores" if mode == "reward" else (
-                "SimPO rewards" if training_args.reference_free else "DPO implicit rewards"
+                "SimPO rewards" if training_args.simpo else "DPO implicit rewards"
             )  # fmt: skip
             title = f"Held-out preference metrics ({len(eval_dataset)} pairs, {kind}):"
             print(format_comparison(before, after, title))
@@ -850,7 +852,7 @@ DEMO_RECIPES: dict[str, dict[str, Any]] = {
     "gamma-po": {
         **_DEMO_COMMON,
         "output_dir": "outputs/smollm2-135m-vader-gamma-simpo",
-        "reference_free": True,
+        "reward_type": "simpo",
         "beta": 2.5,
         "gamma_beta_ratio": 0.2,
         "tau": 10.0,

@@ -89,9 +89,9 @@ METHODS: dict[str, Method] = {
         "gamma_po",
         "simpo",
         "binary",
-        {"reference_free": True, "beta": SIMPO_BETA, "margin_iters": 0, "margin_mode": "full"},
+        {"reward_type": "simpo", "beta": SIMPO_BETA, "margin_iters": 0, "margin_mode": "full"},
     ),  # fmt: skip
-    "gamma_simpo": Method("gamma-SimPO", "gamma_po", "simpo", "binary", {"reference_free": True, "beta": SIMPO_BETA}),
+    "gamma_simpo": Method("gamma-SimPO", "gamma_po", "simpo", "binary", {"reward_type": "simpo", "beta": SIMPO_BETA}),
     "mmpo_gamma_dpo": Method("MMPO + gamma-DPO", "gamma_po", "dpo", "scored", {"mmpo_gamma": MMPO_GAMMA}),
     # (b) only: MMPO whose scores are the single drawn rating per sentence that also decided the binary label
     "mmpo_1rater": Method(
