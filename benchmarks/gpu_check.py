@@ -37,9 +37,9 @@ import torch  # noqa: E402
 TRAIN_CHECKS: dict[str, dict[str, Any]] = {
     "mmpo": dict(cls="MMPOTrainer", beta=0.1, mmpo_gamma=1.0),
     "gamma_dpo": dict(cls="GammaPOTrainer", beta=0.1),
-    "gamma_simpo": dict(cls="GammaPOTrainer", beta=2.5, gamma_beta_ratio=0.5, reference_free=True),
+    "gamma_simpo": dict(cls="GammaPOTrainer", beta=2.5, gamma_beta_ratio=0.5, reward_type="simpo"),
     "gamma_mmpo_simpo": dict(
-        cls="GammaPOTrainer", beta=2.5, gamma_beta_ratio=0.5, reference_free=True, mmpo_gamma=1.0
+        cls="GammaPOTrainer", beta=2.5, gamma_beta_ratio=0.5, reward_type="simpo", mmpo_gamma=1.0
     ),
 }
 
@@ -99,7 +99,7 @@ def train_check(name: str, model_path: str, device: str, dtype: str, steps: int,
         problems.append(f"attention is {result['attn_implementation']}, not sdpa")
     if dtype not in result["param_dtype"] and trainer.accelerator.distributed_type.value != "FSDP":
         problems.append(f"parameters are {result['param_dtype']}, not {dtype}")  # FSDP may keep fp32 master weights
-    if args.reference_free and result["has_ref_model"]:
+    if args.simpo and result["has_ref_model"]:
         problems.append("reference-free run holds a reference model")
     if isinstance(trainer, trl_margins.GammaPOTrainer):
         gamma_means = [h["gamma/mean"] for h in history if "gamma/mean" in h]

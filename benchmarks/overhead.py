@@ -67,7 +67,7 @@ class Variant:
     label: str
     baseline: str | None  # the stock TRL trainer it replaces
     control: str | None  # our trainer with the margin knob off: the ratio to it is the cost of the margins alone
-    reference_free: bool
+    simpo: bool  # SimPO rewards: no reference model
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -78,8 +78,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("mmpo", "MMPOTrainer, mmpo_gamma=1", "dpo", "dpo_ours", False),
     Variant("gamma_dpo", "GammaPOTrainer (DPO rewards)", "dpo", "dpo_ours", False),
     Variant("simpo", "TRL SimPO (CPOTrainer simpo, cpo_alpha=0)", None, None, True),
-    Variant("simpo_ours", "MMPOTrainer, reference_free (our SimPO)", "simpo", None, True),
-    Variant("gamma_simpo", "GammaPOTrainer, reference_free (gamma-SimPO)", "simpo", "simpo_ours", True),
+    Variant("simpo_ours", "MMPOTrainer, reward_type=simpo (our SimPO)", "simpo", None, True),
+    Variant("gamma_simpo", "GammaPOTrainer, reward_type=simpo (gamma-SimPO)", "simpo", "simpo_ours", True),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 GAMMA_VARIANTS = ("gamma_dpo", "gamma_simpo")
@@ -244,7 +244,7 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
             vars(m).pop("forward", None)
     common = _common_args(opts, out_dir)
     gamma = dict(margin_queue_size=opts.queue_size, margin_sample_size=opts.sample_size)
-    simpo = dict(beta=SIMPO_BETA, reference_free=True)
+    simpo = dict(beta=SIMPO_BETA, reward_type="simpo")
     if name == "simpo":
         args = CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, beta=SIMPO_BETA,
                          simpo_gamma=SIMPO_GAMMA_BETA_RATIO * SIMPO_BETA)  # fmt: skip
@@ -307,7 +307,7 @@ def load_inputs(opts: Options, model_path: str):
 def run_timing(opts: Options, model_path: str, work_dir: str) -> dict[str, Any]:
     tokenizer, dataset = load_inputs(opts, model_path)
     model = load_model(model_path, opts)
-    needs_ref = any(not VARIANTS_BY_NAME[n].reference_free for n in opts.variants)
+    needs_ref = any(not VARIANTS_BY_NAME[n].simpo for n in opts.variants)
     ref_model = load_model(model_path, opts).eval().requires_grad_(False) if needs_ref else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
 
@@ -316,8 +316,8 @@ def run_timing(opts: Options, model_path: str, work_dir: str) -> dict[str, Any]:
     for name in opts.variants:
         try:
             trainers[name] = build_trainer(name, model, ref_model, tokenizer, dataset, opts, f"{work_dir}/{name}")
-            # Each trainer patches the shared models' forward with its own fused LM head (ours computes fewer
-            # outputs than stock TRL's): keep each one's, and put it back before that trainer's steps
+            # Each trainer patches the shared models' forward with its own fused LM head (its outputs depend on the
+            # trainer's options, e.g. WPO's): keep each one's, and put it back before that trainer's steps
             forwards[name] = [vars(m).get("forward") for m in shared]  # None: the class's own forward
             batches[name], tokens[name] = collate_batches(trainers[name], opts)
         except Exception as e:  # record it and time the others: a GPU lease is too short to lose to one failure
@@ -454,7 +454,7 @@ def measure_memory(name: str, opts: Options, model_path: str, work_dir: str) -> 
     tokenizer, dataset = load_inputs(opts, model_path)
     model = load_model(model_path, opts)
     ref_model = None
-    if not VARIANTS_BY_NAME[name].reference_free:
+    if not VARIANTS_BY_NAME[name].simpo:
         ref_model = load_model(model_path, opts).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
     trainer = build_trainer(name, model, ref_model, tokenizer, dataset, opts, f"{work_dir}/{name}")

@@ -99,6 +99,15 @@ def build_tiny_model(path: str, arch: str = "qwen2") -> str:
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
         )  # fmt: skip
+    elif arch == "qwen2_moe":
+        from transformers import Qwen2MoeConfig
+
+        # 4 experts, 2 per token, in both layers; the architecture's own `router_aux_loss_coef` (0.001)
+        config = Qwen2MoeConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+            shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+        )  # fmt: skip
     else:
         from transformers import LlamaConfig
 
@@ -120,6 +129,12 @@ def build_tiny_model(path: str, arch: str = "qwen2") -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny-qwen2")))
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_dir(tmp_path_factory) -> str:
+    """A 2-layer Qwen2-MoE (4 experts): TRL adds its router load-balancing loss (`aux_loss`)."""
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny-qwen2-moe")), arch="qwen2_moe")
 
 
 def make_preference_dataset(n: int = 16, seed: int = 0, conversational: bool = False, scores: bool = True) -> Dataset:

@@ -71,6 +71,13 @@ def test_ambiguous_gamma_is_refused():
         map_key("gamma", 0.5, "recipe")
 
 
+def test_trl0_reference_free_is_refused(tmp_path):
+    """TRL 0.x's `reference_free` (uniform reference, no length normalisation) is not SimPO's reward: say so."""
+    recipe = write_recipe(tmp_path / "g.yaml", **base(tmp_path), reference_free=True)
+    with pytest.raises(UsageError, match="TRL 0.x's uniform reference.*`reward_type: simpo`"):
+        parse_args("gamma-po", [recipe])
+
+
 def test_current_keys_pass_unchanged(caplog):
     with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
         assert map_key("beta", 0.1, "recipe") == ("beta", 0.1)
@@ -173,7 +180,7 @@ def test_mode_specific_keys(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", **base(tmp_path), beta=0.1)
     with pytest.raises(UsageError, match="unknown key `beta`"):  # a reward model has no beta
         parse_args("reward", [recipe])
-    recipe = write_recipe(tmp_path / "g.yaml", **base(tmp_path), reference_free=True, gamma_beta_ratio=0.4, tau=10)
+    recipe = write_recipe(tmp_path / "g.yaml", **base(tmp_path), reward_type="simpo", gamma_beta_ratio=0.4, tau=10)
     _, args, _, _ = parse_args("gamma-po", [recipe])
     assert args.gamma0 == pytest.approx(0.4 * args.beta)
 

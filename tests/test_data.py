@@ -118,8 +118,9 @@ def test_trainer_without_gamma_needs_no_scores(tiny_model_dir, tmp_path):
     [
         ({"mmpo_gamma": -1.0}, "mmpo_gamma"),
         ({"negative_margins": "flip"}, "negative_margins"),
-        ({"loss_type": ["hinge"]}, "loss_type"),
-        ({"reference_free": True, "precompute_ref_log_probs": True}, "reference_free"),
+        ({"mmpo_gamma": 1.0, "loss_type": ["hinge"]}, "loss_type"),
+        ({"reward_type": "simpo", "precompute_ref_log_probs": True}, "reward_type"),
+        ({"reward_type": "uniform"}, "reward_type"),
         ({"label_smoothing": 0.5}, "label_smoothing"),
     ],
 )

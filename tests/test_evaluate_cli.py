@@ -82,6 +82,7 @@ def test_dpo_policy_on_rewardbench_style_jsonl(tiny_model_dir, policy_dir, rewar
         dataset,
         0.5,
         ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        batch_size=5,  # the CLI's batches: other padding changes float32 sums in the last bits
     )
     assert [r["chosen_reward"] for r in rewards] == pytest.approx(chosen.tolist(), rel=1e-5, abs=1e-7)
     assert [r["rejected_reward"] for r in rewards] == pytest.approx(rejected.tolist(), rel=1e-5, abs=1e-7)
@@ -148,10 +149,10 @@ def test_peft_adapter_is_its_own_reference_and_simpo(tiny_model_dir, rewardbench
     assert not (out / "reliability_diagram.png").exists()
 
     out = tmp_path / "simpo"
-    assert main([*argv, "--reference_free", "--output_dir", str(out)]) == 0
+    assert main([*argv, "--reward_type", "simpo", "--output_dir", str(out)]) == 0
     metrics, rewards = _read(out)
     assert metrics["model_type"] == "simpo" and metrics["ref_model"] is None
-    chosen, _ = policy_rewards(model, tokenizer, make_preference_dataset(12), 0.5, reference_free=True)
+    chosen, _ = policy_rewards(model, tokenizer, make_preference_dataset(12), 0.5, reward_type="simpo")
     assert [r["chosen_reward"] for r in rewards] == pytest.approx(chosen.tolist(), rel=1e-4, abs=1e-6)
 
 
@@ -160,9 +161,10 @@ def test_peft_adapter_is_its_own_reference_and_simpo(tiny_model_dir, rewardbench
     [
         ([], "--ref_model"),  # a full DPO policy without its reference
         (["--model_type", "rm", "--beta", "0.1"], "--beta are for policies"),
-        (["--reference_free", "--gamma", "1", "--prob_column", "p"], "not both"),
-        (["--reference_free", "--gamma", "1", "--score_chosen_column", "nope"], "nope"),
-        (["--reference_free", "--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--reward_type", "simpo", "--gamma", "1", "--prob_column", "p"], "not both"),
+        (["--reward_type", "simpo", "--gamma", "1", "--score_chosen_column", "nope"], "nope"),
+        (["--reward_type", "simpo", "--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--reward_type", "simpo", "--model_type", "rm"], "--reward_type simpo means --model_type simpo"),
     ],
 )
 def test_usage_errors(policy_dir, rewardbench_file, tmp_path, capsys, extra, message):

@@ -103,10 +103,13 @@ def test_one_binning_behind_ece_and_reliability_table():
             if c
         ) / sum(table["count"])
         assert expected_calibration_error(pred, target, 10, symmetric=symmetric) == pytest.approx(from_table)
-    # The trainers' plain (one-order) ECE, as they compute it
+    # The one-order ECE by hand; the default is the symmetric one, i.e. the same over both orders of each pair
     bins = torch.clamp((pred.double() * 15).long(), max=14)
     by_hand = sum(abs(pred[bins == b].double().sum() - target[bins == b].double().sum()) for b in range(15)) / 200
-    assert expected_calibration_error(pred, target) == pytest.approx(by_hand.item())
+    assert expected_calibration_error(pred, target, symmetric=False) == pytest.approx(by_hand.item())
+    both = torch.cat([pred, 1 - pred]), torch.cat([target, 1 - target])
+    one_order_of_both = expected_calibration_error(*both, symmetric=False)
+    assert expected_calibration_error(pred, target) == pytest.approx(one_order_of_both)
     # preference_metrics uses the same functions
     gaps = torch.logit(pred.double())
     m = preference_metrics(gaps, torch.zeros_like(gaps), target, n_bins=10)
@@ -114,7 +117,7 @@ def test_one_binning_behind_ece_and_reliability_table():
     assert m["brier"] == pytest.approx(brier_score(pred, target))
     assert m["nll"] == pytest.approx(soft_target_loss(gaps, target).mean().item(), rel=1e-6)
     # Empty bins are None, so that the table is valid JSON
-    sparse = reliability_bins(torch.tensor([0.95]), torch.tensor([1.0]), n_bins=5)
+    sparse = reliability_bins(torch.tensor([0.95]), torch.tensor([1.0]), n_bins=5, symmetric=False)
     assert sparse["count"] == [0, 0, 0, 0, 1] and sparse["mean_pred"][:4] == [None] * 4
 
 
@@ -212,17 +215,18 @@ def _plain_completion_log_probs(model, batch) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
-@pytest.mark.parametrize("reference_free", [False, True], ids=["dpo", "simpo"])
+@pytest.mark.parametrize("reward_type", ["dpo", "simpo"])
 def test_policy_rewards_equal_the_trainers_logged_rewards(
-    tiny_model_dir, policy_dir, tmp_path, conversational, reference_free
+    tiny_model_dir, policy_dir, tmp_path, conversational, reward_type
 ):
     dataset = make_preference_dataset(8, conversational=conversational)
-    beta = 2.0 if reference_free else 0.5
-    ref_model = None if reference_free else AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    simpo = reward_type == "simpo"
+    beta = 2.0 if simpo else 0.5
+    ref_model = None if simpo else AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trainer = MMPOTrainer(
         policy_dir,
-        ref_model=None if reference_free else AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-        args=MMPOConfig(**base_args(tmp_path, beta=beta, reference_free=reference_free, per_device_eval_batch_size=4)),
+        ref_model=None if simpo else AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=MMPOConfig(**base_args(tmp_path, beta=beta, reward_type=reward_type, per_device_eval_batch_size=4)),
         train_dataset=dataset,
         eval_dataset=dataset,
     )
@@ -233,7 +237,7 @@ def test_policy_rewards_equal_the_trainers_logged_rewards(
         dataset,
         beta,
         ref_model=ref_model,
-        reference_free=reference_free,
+        reward_type=reward_type,
         batch_size=3,
     )
     # The trainer logs the mean over equal batches of per-batch means: the mean over all pairs
@@ -338,7 +342,7 @@ def test_policy_rewards_need_a_reference(tiny_model_dir):
     with pytest.raises(ValueError, match="ref_model"):
         dpo_implicit_rewards(model, tokenizer, dataset, beta=0.1)
     with pytest.raises(ValueError, match="reference"):
-        policy_rewards(model, tokenizer, dataset, 0.1, ref_model=model, reference_free=True)
+        policy_rewards(model, tokenizer, dataset, 0.1, ref_model=model, reward_type="simpo")
     # With a reference equal to the policy, every DPO reward is 0
     chosen, rejected = dpo_implicit_rewards(model, tokenizer, dataset, beta=0.1, ref_model=model)
     assert torch.equal(chosen, torch.zeros(2)) and torch.equal(rejected, torch.zeros(2))

@@ -63,7 +63,7 @@ def _trainer(model_dir, out, dataset=None, **overrides):
 
 
 def test_margins_rise_with_the_reward_gap_and_average_gamma0(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, beta=2.0, gamma_beta_ratio=0.5, tau=1.0, reference_free=True)
+    trainer = _trainer(tiny_model_dir, tmp_path, beta=2.0, gamma_beta_ratio=0.5, tau=1.0, reward_type="simpo")
     gaps = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.0, 4.0])
     margins = trainer.target_margins(gaps, "train")
     assert (margins.diff() > 0).all()
@@ -73,7 +73,7 @@ def test_margins_rise_with_the_reward_gap_and_average_gamma0(tiny_model_dir, tmp
 
 def test_published_gamma_dpo_applies_only_the_deviation(tiny_model_dir, tmp_path):
     dpo = _trainer(tiny_model_dir, tmp_path, beta=2.0, gamma_beta_ratio=0.5, tau=1.0)
-    simpo = _trainer(tiny_model_dir, tmp_path, beta=2.0, gamma_beta_ratio=0.5, tau=1.0, reference_free=True)
+    simpo = _trainer(tiny_model_dir, tmp_path, beta=2.0, gamma_beta_ratio=0.5, tau=1.0, reward_type="simpo")
     gaps = torch.tensor([-1.0, 0.0, 2.0])
     torch.testing.assert_close(dpo.target_margins(gaps, "train"), simpo.target_margins(gaps, "train") - 1.0)
     full = _trainer(tiny_model_dir, tmp_path, beta=2.0, gamma_beta_ratio=0.5, tau=1.0, margin_mode="full")
@@ -92,7 +92,7 @@ def test_large_tau_is_dpo_and_simpo_with_a_fixed_margin(tiny_model_dir, tmp_path
     # SimPO with margin gamma0 (TRL's CPO loss_type="simpo", cpo_alpha=0): -logsig(beta * avg-logp gap - gamma0)
     beta, ratio = 2.0, 0.5
     simpo = _trainer(
-        tiny_model_dir, tmp_path / "s", dataset=ds, tau=1e9, reference_free=True, beta=beta, gamma_beta_ratio=ratio
+        tiny_model_dir, tmp_path / "s", dataset=ds, tau=1e9, reward_type="simpo", beta=beta, gamma_beta_ratio=ratio
     )
     batch = next(iter(simpo.get_train_dataloader()))
     simpo.model.eval()
@@ -109,7 +109,7 @@ def test_large_tau_is_dpo_and_simpo_with_a_fixed_margin(tiny_model_dir, tmp_path
 
 def test_gamma_metrics_and_queue_grow_during_training_only(tiny_model_dir, tmp_path):
     trainer = _trainer(
-        tiny_model_dir, tmp_path, max_steps=3, margin_sample_size=6, tau=1.0, reference_free=True, beta=2.0
+        tiny_model_dir, tmp_path, max_steps=3, margin_sample_size=6, tau=1.0, reward_type="simpo", beta=2.0
     )
     eval_ds = make_preference_dataset(8, seed=5)
     trainer.eval_dataset = trainer._prepare_dataset(eval_ds, trainer.processing_class, trainer.args, "eval")
@@ -151,7 +151,7 @@ def test_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
 
 def test_mmpo_soft_targets_with_dynamic_margins_and_simpo_rewards(tiny_model_dir, tmp_path):
     trainer = _trainer(
-        tiny_model_dir, tmp_path, mmpo_gamma=0.5, reference_free=True, beta=2.0, gamma_beta_ratio=0.3, tau=2.0
+        tiny_model_dir, tmp_path, mmpo_gamma=0.5, reward_type="simpo", beta=2.0, gamma_beta_ratio=0.3, tau=2.0
     )
     assert trainer.ref_model is None
     batch = next(iter(trainer.get_train_dataloader()))

@@ -195,22 +195,27 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):
     torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-6)
 
 
-def test_reference_free_loads_no_reference_model(tiny_model_dir, tmp_path, monkeypatch):
+def test_simpo_rewards_load_no_reference_model(tiny_model_dir, tmp_path, monkeypatch):
     import trl.trainer.dpo_trainer as trl_dpo
 
-    loads = []
-    original = trl_dpo.create_model_from_path
-    monkeypatch.setattr(trl_dpo, "create_model_from_path", lambda *a, **k: loads.append(a) or original(*a, **k))
+    loaded = []
+    guarded = trl_dpo.create_model_from_path  # our process-wide guard around TRL's loader
+    monkeypatch.setattr(
+        trl_dpo, "create_model_from_path", lambda *a, **k: loaded.append(guarded(*a, **k)) or loaded[-1]
+    )
     trainer = MMPOTrainer(
         tiny_model_dir,
-        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0, reference_free=True, beta=2.0)),
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0, reward_type="simpo", beta=2.0)),
         train_dataset=make_preference_dataset(8),
     )
-    assert trainer.ref_model is None and len(loads) == 1  # the policy only
+    # The policy is loaded; the reference load returns None without calling TRL's loader
+    assert trainer.ref_model is None and len(loaded) == 2 and loaded[0] is not None and loaded[1] is None
     trainer.train()
     # SimPO rewards: beta / |y| * log pi(y), so chosen rewards are negative from step 1
     first = next(h for h in trainer.state.log_history if "rewards/chosen" in h)
     assert first["rewards/chosen"] < 0 and first["rewards/rejected"] < 0
+    # Outside our trainer's `__init__` the guard is TRL's loader
+    assert guarded.__wrapped__(tiny_model_dir) is not None
 
 
 def test_separate_reference_model_is_used(tiny_model_dir, tmp_path):
@@ -227,7 +232,9 @@ def test_separate_reference_model_is_used(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_fused_head_computes_only_log_probs(tiny_model_dir, tmp_path, lora):
+def test_fused_head_is_trls_own(tiny_model_dir, tmp_path, lora):
+    """With a knob on, the policy keeps TRL's full fused head: the stock metrics need its entropy, mean logit and
+    top-1 outputs, and its log-probs equal those of the plain logits."""
     import trl.trainer.dpo_trainer as trl_dpo
 
     original = trl_dpo.add_fused_lm_head
@@ -237,23 +244,14 @@ def test_fused_head_computes_only_log_probs(tiny_model_dir, tmp_path, lora):
         train_dataset=make_preference_dataset(4),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]) if lora else None,
     )
-    assert trl_dpo.add_fused_lm_head is original, "the patch must not outlive __init__"
+    assert trl_dpo.add_fused_lm_head is original, "TRL's module is not patched"
     batch = next(iter(trainer.get_train_dataloader()))
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     with torch.no_grad():
         out = trainer.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, fused_lm_head=True
         )
-    assert out.log_probs is not None
-    assert out.entropy is None and out.mean_logits is None and out.is_top1 is None
-    # Same log-probs as the plain logits
+    assert all(x is not None for x in (out.log_probs, out.entropy, out.mean_logits, out.is_top1))
     mask = batch["completion_mask"][:, 1:]
     fused = (out.log_probs[:, -mask.size(1) :] * mask).sum(dim=1).double()
     np.testing.assert_allclose(fused.numpy(), _completion_logps(trainer.model, batch).numpy(), rtol=1e-4)
-    # Stock TRL's head is untouched
-    stock = DPOTrainer(tiny_model_dir, args=DPOConfig(**base_args(tmp_path)), train_dataset=make_preference_dataset(4))
-    with torch.no_grad():
-        stock_out = stock.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, fused_lm_head=True
-        )
-    assert stock_out.entropy is not None

@@ -96,7 +96,7 @@ def test_gamma_po_recipes_match_the_paper(folder):
     name, beta, ratio, tau, lr = GAMMA_PO_SETTINGS[folder]
     assert model.model_name_or_path == name
     assert (args.beta, args.gamma_beta_ratio, args.tau, args.learning_rate) == (beta, ratio, tau, lr)
-    assert args.reference_free and args.mmpo_gamma is None and args.margin_mode == "published"
+    assert args.reward_type == "simpo" and args.mmpo_gamma is None and args.margin_mode == "published"
     assert global_batch(recipe, args) == 128
     assert args.num_train_epochs == 1 and args.warmup_steps == 0.1 and args.lr_scheduler_type.value == "cosine"
     assert args.max_length == 2048 and script.dataset_adapter == "reward_annotated"

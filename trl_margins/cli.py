@@ -203,6 +203,8 @@ REMOVED_KEYS: dict[str, str] = {
 AMBIGUOUS_KEYS: dict[str, str] = {
     "gamma": "`gamma` is MMPO's rationality coefficient in one paper and SimPO's target margin in the other: write "
     "`mmpo_gamma` (MMPO) or `gamma_beta_ratio` (SimPO / gamma-PO, target margin = gamma_beta_ratio * beta)",
+    "reference_free": "`reference_free` meant TRL 0.x's uniform reference (no length normalisation); for SimPO "
+    "rewards (length-normalised, no reference model) write `reward_type: simpo`",
 }
 
 _DATASET_SOURCES = ("dataset_name", "dataset_mixture", "dataset_mixer", "datasets")
@@ -664,9 +666,9 @@ def pair_rewards(
     if mode == "reward":
         rewards = reward_model_scores(trainer.model, trainer.processing_class, dataset, batch_size, args.max_length)
         return *rewards, "reward model scores" + (" (untrained head)" if before_training else "")
-    if args.reference_free:
+    if args.simpo:
         rewards = policy_rewards(
-            trainer.model, trainer.processing_class, dataset, args.beta, reference_free=True, batch_size=batch_size,
+            trainer.model, trainer.processing_class, dataset, args.beta, reward_type="simpo", batch_size=batch_size,
             max_length=args.max_length,
         )  # fmt: skip
         return *rewards, f"SimPO rewards (beta={args.beta:g})"
@@ -734,7 +736,7 @@ def evaluate_command(mode: str, script_args, training_args, model_args) -> str |
     parts = ["trl-margins evaluate", f"--model {training_args.output_dir}"]
     if mode == "reward":
         parts.append("--model_type rm")
-    elif training_args.reference_free:
+    elif training_args.simpo:
         parts.append(f"--model_type simpo --beta {training_args.beta:g}")
     else:
         parts.append(f"--ref_model {model_args.model_name_or_path} --beta {training_args.beta:g}")
@@ -911,7 +913,7 @@ DEMO_RECIPES: dict[str, dict[str, Any]] = {
     "gamma-po": {
         **_DEMO_COMMON,
         "output_dir": "outputs/smollm2-135m-vader-gamma-simpo",
-        "reference_free": True,
+        "reward_type": "simpo",
         "beta": 2.5,
         "gamma_beta_ratio": 0.2,
         "tau": 10.0,

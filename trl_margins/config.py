@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -13,6 +14,10 @@ from trl import DPOConfig, RewardConfig
 from .data import NEGATIVE_MARGIN_POLICIES
 
 logger = logging.getLogger(__name__)
+
+REWARD_TYPES = ("dpo", "simpo")
+KNOB_LOSS_TYPES = ("sigmoid", "sft")
+"""The `loss_type`s that combine with a knob on: the soft-target loss (in place of 'sigmoid') and RPO's 'sft'."""
 
 _SCORE_HELP = (
     "The margin of a pair is `score_chosen - score_rejected`, read from these columns (UltraFeedback's names by "
@@ -88,21 +93,33 @@ class MMPOConfig(MMPOFields, DPOConfig):
         negative_margins (`str`, *optional*, defaults to `"error"`):
             What to do with pairs whose chosen response scored below the rejected one: `"error"` stops before
             training, `"swap"` exchanges chosen and rejected, `"drop"` removes the pair (both are logged with a count).
-        reference_free (`bool`, *optional*, defaults to `False`):
-            Use SimPO's length-normalised, reference-free rewards `beta / |y| * log pi(y)` instead of DPO's implicit
-            rewards. No reference model is loaded. SimPO's beta is much larger than DPO's (2.5-10).
+        reward_type (`str`, *optional*, defaults to `"dpo"`):
+            The reward `z` is built from: `"dpo"`, DPO's implicit reward `beta * log pi/pi_ref(y)`; `"simpo"`,
+            SimPO's length-normalised, reference-free reward `beta / |y| * log pi(y)` (no reference model is loaded;
+            SimPO's beta is much larger than DPO's, 2.5-10). Not TRL 0.x's `reference_free`, which meant a uniform
+            reference without length normalisation.
         calibration_bins (`int`, *optional*, defaults to `15`):
             Number of equal-width bins of the expected calibration error logged in evaluation.
 
-    `label_smoothing` (from [`~trl.DPOConfig`]) applies conservative-DPO smoothing on top: the target becomes
-    `(1 - eps) * p + eps * (1 - p)`. `loss_type` must stay `["sigmoid"]`: the soft-target loss replaces it.
+    `label_smoothing` (from [`~trl.DPOConfig`]) with the sigmoid loss applies conservative-DPO smoothing on top: the
+    target becomes `(1 - eps) * p + eps * (1 - p)` (stock TRL 1.16 ignores `label_smoothing` for that loss).
+
+    The knobs are `mmpo_gamma`, `label_smoothing > 0` with the sigmoid loss, `reward_type="simpo"` and (in
+    [`GammaPOConfig`]) the target margins. With every knob off, [`MMPOTrainer`] is [`~trl.DPOTrainer`]: every
+    `loss_type`, `loss_weights`, `use_weighting`, `ld_alpha` and `f_divergence_type` works, with TRL's own loss
+    and metrics. With a knob on, the loss is `w_i * soft_target_loss(z_i - gamma_i, p_i)`, which replaces DPO's
+    sigmoid loss; it combines with the `"sft"` term (RPO, `loss_type=["sigmoid", "sft"]`), `loss_weights` and WPO
+    weights (`use_weighting`). Any other `loss_type`, `ld_alpha` and `f_divergence_type` other than `"reverse_kl"` are
+    refused with a knob on: they have no soft-target form here.
     """
 
-    reference_free: bool = field(
-        default=False,
+    reward_type: str = field(
+        default="dpo",
         metadata={
-            "help": "Use SimPO's length-normalised, reference-free rewards beta/|y| * log pi(y) instead of DPO's "
-            "implicit rewards. No reference model is loaded."
+            "help": "'dpo': DPO's implicit reward beta * log pi/pi_ref(y). 'simpo': SimPO's length-normalised "
+            "reference-free reward beta/|y| * log pi(y); no reference model is loaded (not TRL 0.x's "
+            "`reference_free`, a uniform reference without length normalisation).",
+            "choices": list(REWARD_TYPES),
         },
     )
 
@@ -110,32 +127,76 @@ class MMPOConfig(MMPOFields, DPOConfig):
         super().__post_init__()
         self._validate_margin_args()
 
+    @property
+    def simpo(self) -> bool:
+        """SimPO's reference-free, length-normalised rewards (`reward_type="simpo"`)."""
+        return self.reward_type == "simpo"
+
+    def margin_knobs(self) -> list[str]:
+        """The knobs of the one loss that are on, as `option=value` strings; empty means plain TRL DPO."""
+        knobs = []
+        if self.mmpo_gamma is not None:
+            knobs.append(f"mmpo_gamma={self.mmpo_gamma}")
+        # `label_smoothing` is TRL's own parameter of its robust, exo_pair and aot losses: ours only with the sigmoid
+        if self.label_smoothing > 0 and "sigmoid" in self.loss_type:
+            knobs.append(f"label_smoothing={self.label_smoothing} (cDPO, with the sigmoid loss)")
+        if self.simpo:
+            knobs.append("reward_type='simpo'")
+        return knobs
+
     def _validate_margin_args(self) -> None:
         _validate_mmpo_fields(self)
-        if list(self.loss_type) != ["sigmoid"]:
-            raise ValueError(
-                f"{type(self).__name__} replaces DPO's loss with the soft-target loss, so `loss_type` must be "
-                f"['sigmoid'] (its hard-label special case); got {self.loss_type}."
-            )
-        unsupported = {
-            "ld_alpha": (self.ld_alpha, None),
-            "f_divergence_type": (self.f_divergence_type, "reverse_kl"),
-            "use_weighting": (self.use_weighting, False),
-        }
+        if self.reward_type not in REWARD_TYPES:
+            raise ValueError(f"`reward_type` must be one of {REWARD_TYPES}, got {self.reward_type!r}.")
+        knobs = self.margin_knobs()
+        if not knobs:
+            return  # plain DPO: TRL's own loss path, which validates its own options
+        on = ", ".join(knobs)
+        why = (
+            f"with {on}, {type(self).__name__} trains with the soft-target / target-margin loss, which replaces DPO's "
+            "sigmoid loss"
+        )
+        fix = "use `trl.DPOTrainer` (or turn those knobs off) for"  # completed by the option
+        if "sigmoid" not in self.loss_type:
+            raise ValueError(f"`loss_type` must include 'sigmoid': {why}. Got {self.loss_type}; {fix} these losses.")
+        for loss_type in self.loss_type:
+            if loss_type not in KNOB_LOSS_TYPES:
+                raise ValueError(
+                    f"`loss_type={loss_type!r}` is not supported: {why} (combined only with 'sft'), and "
+                    f"{loss_type!r} has no soft-target form: {fix} {loss_type!r}."
+                )
+        unsupported = {"ld_alpha": (self.ld_alpha, None), "f_divergence_type": (self.f_divergence_type, "reverse_kl")}
         for name, (value, default) in unsupported.items():
             if value != default:
                 raise ValueError(
-                    f"`{name}={value!r}` is not supported by {type(self).__name__}; leave it at {default!r}."
+                    f"`{name}={value!r}` is not supported: {why}, and `{name}` has no soft-target form here. Leave "
+                    f"it at {default!r}, or {fix} `{name}`."
                 )
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {self.label_smoothing}.")
-        if self.reference_free and self.precompute_ref_log_probs:
-            raise ValueError("`reference_free=True` uses no reference model: unset `precompute_ref_log_probs`.")
-        if self.reference_free and self.sync_ref_model:
-            raise ValueError("`reference_free=True` uses no reference model: unset `sync_ref_model`.")
+        if self.simpo and self.precompute_ref_log_probs:
+            raise ValueError("`reward_type='simpo'` uses no reference model: unset `precompute_ref_log_probs`.")
+        if self.simpo and self.sync_ref_model:
+            raise ValueError("`reward_type='simpo'` uses no reference model: unset `sync_ref_model`.")
 
 
 _ConfigT = TypeVar("_ConfigT", bound=TrainingArguments)
+_warned_label_smoothing = False
+
+
+def _warn_label_smoothing_with_sigmoid(args) -> None:
+    """Once per process: a plain `DPOConfig` whose `label_smoothing` TRL would have ignored now trains cDPO."""
+    global _warned_label_smoothing
+    if _warned_label_smoothing or not (args.label_smoothing > 0 and list(args.loss_type) == ["sigmoid"]):
+        return
+    _warned_label_smoothing = True
+    warnings.warn(
+        f"`label_smoothing={args.label_smoothing}` with `loss_type=['sigmoid']`: stock TRL 1.16 ignores "
+        "`label_smoothing` for the sigmoid loss, while trl-margins applies conservative DPO (cDPO) targets "
+        "`(1 - eps) * p + eps * (1 - p)`. Set `label_smoothing=0` for TRL's loss.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def upgrade_config(args: TrainingArguments, config_class: type[_ConfigT]) -> _ConfigT:
@@ -156,6 +217,8 @@ def upgrade_config(args: TrainingArguments, config_class: type[_ConfigT]) -> _Co
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             setattr(upgraded, f.name, default)
     upgraded._validate_margin_args()
+    if isinstance(upgraded, MMPOConfig):
+        _warn_label_smoothing_with_sigmoid(args)
     logger.info(
         "Got a %s; using %s with its defaults for the margin fields.", type(args).__name__, config_class.__name__
     )
@@ -193,7 +256,7 @@ class GammaPOConfig(MMPOConfig):
             Mirror-descent step size; `None` is the paper's `min(0.5 / tau, 1)`.
         margin_mode (`str`, *optional*, defaults to `"published"`):
             Which margin enters the loss. `"published"` reproduces the paper's code: gamma-SimPO
-            (`reference_free=True`) applies `gamma_i`, gamma-DPO applies `gamma_i - gamma0` (only the per-pair
+            (`reward_type="simpo"`) applies `gamma_i`, gamma-DPO applies `gamma_i - gamma0` (only the per-pair
             deviation, so the mean margin is 0). `"full"` applies `gamma_i` in both, `"deviation"` applies
             `gamma_i - gamma0` in both.
     """
@@ -225,6 +288,11 @@ class GammaPOConfig(MMPOConfig):
             "choices": list(MARGIN_MODES),
         },
     )
+
+    def margin_knobs(self) -> list[str]:
+        # The dynamic target margins are always on (gamma_i - gamma0 is a per-pair margin even with the
+        # "published" gamma-DPO offset), so the knob-on loss path and its checks always apply
+        return [*super().margin_knobs(), "gamma-PO target margins"]
 
     def _validate_margin_args(self) -> None:
         super()._validate_margin_args()

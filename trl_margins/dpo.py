@@ -1,16 +1,20 @@
 """`DPOTrainer` subclasses: MMPO soft targets (and, in `gamma_po.py`, gamma-PO dynamic margins).
 
-TRL 1.x's `DPOTrainer` has no per-example loss hook, so `_compute_loss` is re-implemented here, short: the policy
-forward through TRL's fused LM head, the reference log-probs through TRL's public `compute_ref_log_probs` (which
-handles a separate reference model, PEFT's adapter-disabled base and no-grad) or TRL's precomputed columns, then the
-one loss of this package, `soft_target_loss(z - gamma_i, p_i)`, and TRL's reward metrics. Everything else (data
-preparation, collation, reference model loading, PEFT, DeepSpeed/FSDP, precompute, evaluation) is TRL's own code.
+With every knob off (no `mmpo_gamma`, no cDPO `label_smoothing`, DPO rewards, no target margin) `_compute_loss` is
+TRL's own, so every TRL option works unchanged. With a knob on, TRL 1.x's `DPOTrainer` has no per-example loss hook,
+so `_compute_loss` is re-implemented here, short: the policy forward through TRL's fused LM head, the reference
+log-probs through TRL's public `compute_ref_log_probs` (which handles a separate reference model, PEFT's
+adapter-disabled base and no-grad) or TRL's precomputed columns, then the one loss of this package,
+`w_i * soft_target_loss(z - gamma_i, p_i)` (plus RPO's `sft` term, `loss_weights`, WPO weights), and TRL's metrics.
+Everything else (data preparation, collation, reference model loading, PEFT, DeepSpeed/FSDP, precompute,
+evaluation) is TRL's own code.
 """
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
 import dataclasses
+import inspect
 import warnings
 
 import torch
@@ -38,60 +42,69 @@ class MarginDataCollator(MarginCollatorMixin, DataCollatorForPreference):
     """TRL's `DataCollatorForPreference` that also carries each pair's margin (`MARGIN_COLUMN`) as a float tensor."""
 
 
-@contextlib.contextmanager
-def _replaced_in_trl_dpo(name: str, wrap):
-    """Replace `trl.trainer.dpo_trainer.<name>` by `wrap(original)` while `DPOTrainer.__init__` runs: it offers no hook
-    for what we change, but looks these functions up in its module on each call."""
-    original = getattr(_trl_dpo, name)
-    setattr(_trl_dpo, name, wrap(original))
-    try:
-        yield
-    finally:
-        setattr(_trl_dpo, name, original)
+# The trainer whose `__init__` is running in this context and needs no reference model (SimPO rewards), else None.
+# A context variable, not a module attribute: other threads (and other trainers) never see it set.
+_skip_reference_load_for: contextvars.ContextVar[DPOTrainer | None] = contextvars.ContextVar(
+    "trl_margins_skip_reference_load_for", default=None
+)
 
 
-def _without_reference_model_load(trainer: DPOTrainer):
-    """Make `DPOTrainer.__init__` skip loading a reference copy of the policy (reference-free rewards need none).
+def _install_reference_load_guard() -> None:
+    """Wrap `trl.trainer.dpo_trainer.create_model_from_path` once, for the process, so that it returns None for the
+    reference copy of a trainer in `_skip_reference_load_for`, and is the original function everywhere else.
 
-    `DPOTrainer` loads a policy given by path before `Trainer.__init__` and the reference copy after it, both with
-    `create_model_from_path`; the reference call is the one made once the accelerator exists.
+    `DPOTrainer.__init__` has no option to skip the reference load, but looks the function up in its module on each
+    call: it loads a policy given by path before `Trainer.__init__` and the reference copy after it, so the reference
+    call is the one made once the trainer has its accelerator.
     """
+    original = _trl_dpo.create_model_from_path
+    if getattr(original, "_trl_margins_guard", False):
+        return
 
-    def wrap(original):
-        def create_model_from_path(model_id, **kwargs):
-            if hasattr(trainer, "accelerator"):
-                return None
-            return original(model_id, **kwargs)
+    def create_model_from_path(model_id, **kwargs):
+        trainer = _skip_reference_load_for.get()
+        if trainer is not None and hasattr(trainer, "accelerator"):
+            return None
+        return original(model_id, **kwargs)
 
-        return create_model_from_path
+    create_model_from_path._trl_margins_guard = True
+    create_model_from_path.__wrapped__ = original
+    _trl_dpo.create_model_from_path = create_model_from_path
 
-    return _replaced_in_trl_dpo("create_model_from_path", wrap)
+
+_install_reference_load_guard()
+
+_DPO_INIT_SIGNATURE = inspect.signature(DPOTrainer.__init__)
 
 
-def _log_probs_only_lm_head():
-    """Make `DPOTrainer.__init__` build its fused LM head with the `log_probs` output only.
-
-    TRL also asks the head for entropy, mean logit and top-1 hits, which feed only its own loss's metrics; our
-    `_compute_loss` never reads them, and on short sequences they cost a few percent of a step (benchmarks/RESULTS.md).
-    """
-
-    def wrap(original):
-        def add_fused_lm_head(model, *args, **kwargs):
-            return original(model, *args, **{**kwargs, "outputs": ("log_probs",)})
-
-        return add_fused_lm_head
-
-    return _replaced_in_trl_dpo("add_fused_lm_head", wrap)
+def refuse_margins_on_vision_data(args: MMPOConfig, train_dataset) -> None:
+    """MMPO margins are added in `_prepare_dataset`, which `DPOTrainer` skips for vision datasets (images are
+    processed on the fly), so `mmpo_gamma` would silently train without margins: refuse it instead."""
+    if args.mmpo_gamma is None or train_dataset is None:
+        return
+    sample = next(iter(train_dataset))
+    if "image" in sample or "images" in sample:
+        raise ValueError(
+            "`mmpo_gamma` is not supported with vision datasets (an `image` or `images` column): TRL's DPOTrainer "
+            "prepares them on the fly and skips the dataset preparation that adds the MMPO margins. Unset "
+            "`mmpo_gamma`, or train on a text-only dataset."
+        )
 
 
 class MMPOTrainer(CalibrationMixin, DPOTrainer):
     """[`~trl.DPOTrainer`] with Margin Matching Preference Optimization (Kim et al., Section 3.2).
 
-    Takes the same arguments as `DPOTrainer` and an [`MMPOConfig`] (a plain `DPOConfig` also works and trains with
-    hard labels). Each pair's target probability is `p = sigmoid(mmpo_gamma * m)`, with the margin `m` read from the
-    dataset's score columns, and the loss is `soft_target_loss(beta * (log pi/ref(y_w) - log pi/ref(y_l)), p)`,
-    averaged over pairs like TRL's. Logs TRL's `rewards/*` and `logps/*` metrics, `mmpo/target_prob`, and in evaluation
-    the expected calibration error (`mmpo/ece`) and Brier score (`mmpo/brier`) of `sigmoid(z)` against the targets.
+    Takes the same arguments as `DPOTrainer` and an [`MMPOConfig`] (a plain `DPOConfig` also works). Each pair's
+    target probability is `p = sigmoid(mmpo_gamma * m)`, with the margin `m` read from the dataset's score columns,
+    and the loss is `soft_target_loss(beta * (log pi/ref(y_w) - log pi/ref(y_l)), p)`, averaged over pairs like TRL's.
+
+    With every knob off (`mmpo_gamma=None`, no cDPO `label_smoothing`, `reward_type="dpo"`, no target margin) the
+    loss and metrics are `DPOTrainer`'s own, for every TRL option. With a knob on, the loss combines with RPO's
+    `"sft"` term, `loss_weights` and WPO weights (see [`MMPOConfig`] for what is refused), and the trainer logs every
+    metric `DPOTrainer` logs (`entropy`, `num_tokens`, `logits/*`, `mean_token_accuracy`, `rewards/*`, `logps/*`,
+    `aux_loss` for MoE models), plus `mmpo/target_prob` and, in evaluation, the expected calibration error
+    (`mmpo/ece`) and Brier score (`mmpo/brier`) of `sigmoid(z)` against the targets. With every knob off there are
+    no targets, so none of these three is logged: the metric keys are exactly TRL's.
     """
 
     _tag_names = ["trl", "dpo", "mmpo", "trl-margins"]
@@ -103,14 +116,16 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             model_name = model if isinstance(model, str) else _trl_dpo.get_config_model_id(model.config)
             args = self.config_class(f"{model_name.split('/')[-1]}-{self._name}")
         args = upgrade_config(args, self.config_class)
+        bound = _DPO_INIT_SIGNATURE.bind(self, model, ref_model, args, *trainer_args, **trainer_kwargs)
+        refuse_margins_on_vision_data(args, bound.arguments.get("train_dataset"))
         self._pending_scalars: dict[str, torch.Tensor] = {}
-        with contextlib.ExitStack() as patches:
-            patches.enter_context(_log_probs_only_lm_head())
-            if args.reference_free:
-                if ref_model is not None:
-                    raise ValueError("`reference_free=True` uses no reference model: don't pass `ref_model`.")
-                patches.enter_context(_without_reference_model_load(self))
+        if args.simpo and ref_model is not None:
+            raise ValueError("`reward_type='simpo'` uses no reference model: don't pass `ref_model`.")
+        token = _skip_reference_load_for.set(self if args.simpo else None)
+        try:
             super().__init__(model, ref_model, args, *trainer_args, **trainer_kwargs)
+        finally:
+            _skip_reference_load_for.reset(token)
         # Swapped in after `__init__`, so TRL's reference precompute (which needs no margins) keeps its own collator
         self.data_collator = with_margin_collator(self.data_collator, DataCollatorForPreference, MarginDataCollator)
 
@@ -132,6 +147,11 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != MARGIN_COLUMN})
 
     # ---- the knobs of the one loss ---------------------------------------------------------------------------------
+    @property
+    def knobs_on(self) -> bool:
+        """Whether any knob of the one loss is on; if not, training is exactly `DPOTrainer`'s."""
+        return bool(self.args.margin_knobs())
+
     def target_probs(self, margins: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """`p_i`: MMPO's `sigmoid(mmpo_gamma * m_i)` (ones without `mmpo_gamma`), then cDPO label smoothing."""
         if self.args.mmpo_gamma is None:
@@ -140,7 +160,7 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             if margins is None:
                 raise missing_margins_error("trl_margins.dpo.MarginDataCollator")
             probs = soft_target_probs(margins.to(like.device), self.args.mmpo_gamma)
-        eps = self.args.label_smoothing
+        eps = self.args.label_smoothing  # only reached with the sigmoid loss in `loss_type`, where it is cDPO's
         return probs if eps == 0 else (1 - eps) * probs + eps * (1 - probs)
 
     def target_margins(self, reward_gaps: torch.Tensor, mode: str) -> torch.Tensor | None:
@@ -149,6 +169,10 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
 
     # ---- loss ------------------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):
+        if not self.knobs_on:
+            return super()._compute_loss(
+                model, {k: v for k, v in inputs.items() if k != MARGIN_COLUMN}, return_outputs
+            )
         mode = "train" if self.model.training else "eval"
         margins = inputs.get(MARGIN_COLUMN)
         model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
@@ -160,10 +184,11 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
-        logps = outputs.log_probs[:, -shift_completion_mask.size(1) :].sum(dim=1)
-        chosen_logps, rejected_logps = logps.chunk(2, dim=0)  # the batch is [chosen, rejected]
+        seq_len = shift_completion_mask.size(1)
+        per_token_logps = outputs.log_probs[:, -seq_len:]
+        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)  # the batch is [chosen, rejected]
 
-        if self.args.reference_free:  # SimPO: beta / |y| * log pi(y)
+        if self.args.simpo:  # SimPO: beta / |y| * log pi(y)
             lengths = shift_completion_mask.sum(dim=1).clamp(min=1)
             chosen_len, rejected_len = lengths.chunk(2, dim=0)
             chosen_scores, rejected_scores = chosen_logps / chosen_len, rejected_logps / rejected_len
@@ -179,10 +204,24 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         target_probs = self.target_probs(margins, like=reward_gaps)
         target_margins = self.target_margins(reward_gaps.detach(), mode)
         logits = reward_gaps if target_margins is None else reward_gaps - target_margins
-        loss = soft_target_loss(logits, target_probs).mean()
+        pair_weights = (
+            self._wpo_weights(per_token_logps, outputs, shift_completion_mask) if self.use_weighting else None
+        )
+
+        loss = 0.0
+        for loss_type, loss_weight in zip(self.loss_types, self.loss_weights, strict=True):
+            if loss_type == "sigmoid":  # the one loss, in place of DPO's sigmoid loss
+                per_pair_loss = soft_target_loss(logits, target_probs)
+            else:  # "sft" (RPO), as TRL computes it: the mean NLL over the chosen completion tokens
+                chosen_mask = shift_completion_mask.chunk(2, dim=0)[0].bool()
+                per_pair_loss = -per_token_logps.chunk(2, dim=0)[0][chosen_mask].mean().expand(chosen_logps.size(0))
+            if pair_weights is not None:
+                per_pair_loss = per_pair_loss * pair_weights
+            loss = loss + per_pair_loss.mean() * loss_weight
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
 
+        self._log_token_metrics(mode, inputs, outputs, seq_len)
         chosen_rewards, rejected_rewards = self.beta * chosen_scores.detach(), self.beta * rejected_scores.detach()
         # TRL's DPOTrainer metric names, so dashboards and callbacks keep working
         per_pair = {
@@ -210,7 +249,61 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
                 outputs = model(**model_kwargs)
         return (loss, outputs) if return_outputs else loss
 
+    @staticmethod
+    def _wpo_weights(per_token_logps, outputs, shift_completion_mask) -> torch.Tensor:
+        """WPO's pair weight (Eq. 2 of the WPO paper), computed as TRL does: the product over the pair of
+        `exp(mean over the completion of log p(y_t) - log sum_v p(v)^2)`, without gradient."""
+        seq_len = shift_completion_mask.size(1)
+        with torch.no_grad():
+            aligned_logps = (per_token_logps - outputs.log_sum_sq_probs[:, -seq_len:]) * shift_completion_mask
+            weights = torch.exp(aligned_logps.sum(dim=1) / shift_completion_mask.sum(dim=1).clamp_min(1))
+        chosen_weights, rejected_weights = weights.chunk(2, dim=0)
+        return chosen_weights * rejected_weights
+
     # ---- metrics ---------------------------------------------------------------------------------------------------
+    def _log_token_metrics(self, mode: str, inputs, outputs, seq_len: int) -> None:
+        """TRL's token-level metrics: `aux_loss` (MoE), `entropy`, `num_tokens`, `logits/chosen`, `logits/rejected`,
+        `mean_token_accuracy`.
+
+        A minimal re-implementation of the metric block of `DPOTrainer._compute_loss` (TRL 1.16), which offers no
+        hook to reuse it: the same sums and ratios, gathered in one transfer. tests/test_parity.py checks each value
+        against TRL's.
+        """
+        mask = inputs["completion_mask"][:, 1:]
+        chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
+        chosen_logits, rejected_logits = outputs.mean_logits[:, -seq_len:].detach().chunk(2, dim=0)
+        chosen_is_top1 = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)[0]
+        sums = [
+            (outputs.entropy[:, -seq_len:].detach() * mask).sum(),
+            mask.sum(),
+            chosen_logits[chosen_mask].sum(),
+            chosen_mask.sum(),
+            rejected_logits[rejected_mask].sum(),
+            rejected_mask.sum(),
+            (chosen_is_top1 & chosen_mask).sum(),
+            inputs["attention_mask"].sum(),
+        ]
+        if self.aux_loss_enabled:
+            sums.append(outputs.aux_loss.detach())
+        # [processes, sums] -> totals over the processes; float64 keeps the token counts exact (MPS has no float64)
+        dtype = torch.float32 if mask.device.type == "mps" else torch.float64
+        totals = self.accelerator.gather(torch.stack([s.to(dtype) for s in sums])[None]).sum(dim=0).tolist()
+        entropy, tokens, chosen_logit, chosen_tokens, rejected_logit, rejected_tokens, correct, attended = totals[:8]
+
+        def ratio(num: float, den: float) -> float:
+            return num / den if den > 0 else 0.0
+
+        metrics = self._metrics[mode]
+        if self.aux_loss_enabled:
+            metrics["aux_loss"].append(totals[8] / self.accelerator.num_processes)
+        metrics["entropy"].append(ratio(entropy, tokens))
+        if mode == "train":
+            self._total_train_tokens += int(attended) // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
+        metrics["logits/chosen"].append(ratio(chosen_logit, chosen_tokens))
+        metrics["logits/rejected"].append(ratio(rejected_logit, rejected_tokens))
+        metrics["mean_token_accuracy"].append(ratio(correct, chosen_tokens))
+
     def _log_metrics(self, mode: str, per_pair: dict[str, torch.Tensor]) -> None:
         """Log the means over the global batch of `per_pair` tensors and the scalars queued in `_pending_scalars`,
         with a single device-to-host transfer for all of them."""

@@ -1,7 +1,8 @@
 """`trl-margins evaluate`: accuracy and calibration of a reward model or a DPO/SimPO policy on preference pairs.
 
-    trl-margins evaluate --model PATH_OR_ID [--ref_model ...] [--reference_free] [--beta ...] --dataset NAME_OR_FILE
-        [--split ...] [--output_dir ...] [--gamma ... | --prob_column ...] [--batch_size ...] [--max_samples ...]
+    trl-margins evaluate --model PATH_OR_ID [--ref_model ...] [--reward_type {dpo,simpo}] [--beta ...]
+        --dataset NAME_OR_FILE [--split ...] [--output_dir ...] [--gamma ... | --prob_column ...] [--batch_size ...]
+        [--max_samples ...]
 
 Writes ``metrics.json`` (overall metrics with the reliability table, per-subset accuracy, RewardBench's section
 scores when the subsets are RewardBench's), ``rewards.jsonl`` (the rewards of every pair),
@@ -33,6 +34,7 @@ from .evaluation import (
 logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("rm", "dpo", "simpo")
+REWARD_TYPES = ("dpo", "simpo")  # `MMPOConfig.reward_type`, not imported: the config pulls in TRL at start-up
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 # Without `--beta`, the default of each objective: TRL's DPOConfig, and SimPO's paper (2.0-2.5 for its base models)
 _DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
@@ -62,7 +64,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     model.add_argument(
         "--ref_model", default=None, help="Reference policy of a DPO model. Not needed for a PEFT adapter."
     )
-    model.add_argument("--reference_free", action="store_true", help="SimPO rewards (same as --model_type simpo).")
+    model.add_argument(
+        "--reward_type",
+        choices=REWARD_TYPES,
+        default=None,
+        help="A policy's rewards, as the trainers' `reward_type`: dpo (implicit, with a reference) or simpo "
+        "(length-normalised, reference-free). Same as --model_type dpo / simpo.",
+    )
     model.add_argument(
         "--beta", type=float, default=None, help="Beta of the policy's loss (default: 0.1 DPO, 2 SimPO)."
     )
@@ -152,10 +160,12 @@ def _model_kind(args: argparse.Namespace) -> tuple[str, str | None]:
 
         peft_config = PeftConfig.from_pretrained(args.model)
         adapter_base, task_type = peft_config.base_model_name_or_path, str(peft_config.task_type or "")
-    if args.reference_free:
-        if args.model_type not in (None, "simpo"):
-            raise UsageError(f"--reference_free means --model_type simpo, not {args.model_type}.")
-        return "simpo", adapter_base
+    if args.reward_type is not None:
+        if args.model_type not in (None, args.reward_type):
+            raise UsageError(
+                f"--reward_type {args.reward_type} means --model_type {args.reward_type}, not {args.model_type}."
+            )
+        return args.reward_type, adapter_base
     if args.model_type is not None:
         return args.model_type, adapter_base
     if task_type:
@@ -269,7 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             dataset,
             beta,
             ref_model=ref_model,
-            reference_free=kind == "simpo",
+            reward_type=kind,
             batch_size=args.batch_size,
             max_length=args.max_length,
         )

@@ -28,7 +28,7 @@ class GammaPOTrainer(MMPOTrainer):
     the global batch size gaps are sampled from the queue; `dynamic_target_margins` solves for `gamma_i` over both;
     in training the batch's gaps then enter the queue. The loss is `soft_target_loss(z - gamma_i, p_i)`, with no
     gradient through `gamma_i`. Which margin enters the loss follows `margin_mode`: as published, gamma-SimPO
-    (`reference_free=True`) uses `gamma_i` and gamma-DPO `gamma_i - gamma0`.
+    (`reward_type="simpo"`) uses `gamma_i` and gamma-DPO `gamma_i - gamma0`.
 
     Margins are solved per forward pass: under gradient accumulation, each micro-batch solves over its own global
     micro-batch plus queue samples and pushes its gaps, so one optimizer step pushes `gradient_accumulation_steps`
@@ -60,7 +60,7 @@ class GammaPOTrainer(MMPOTrainer):
     @property
     def _margin_offset(self) -> float:
         mode = self.args.margin_mode
-        subtract = mode == "deviation" or (mode == "published" and not self.args.reference_free)
+        subtract = mode == "deviation" or (mode == "published" and not self.args.simpo)
         return self.args.gamma0 if subtract else 0.0
 
     def target_margins(self, reward_gaps: torch.Tensor, mode: str) -> torch.Tensor:

@@ -31,6 +31,8 @@ from trl.data_utils import extract_prompt, is_conversational
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head
 
+from .config import REWARD_TYPES
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -180,13 +182,29 @@ def _is_peft(model: torch.nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
-def _with_fused_head(model: PreTrainedModel) -> None:
-    """Give `model` TRL's fused LM head (`model(..., labels=..., fused_lm_head=True).log_probs`), once: the kernel the
-    DPO trainer scores with, so the rewards match its logs. The normal forward (and generation) is unchanged."""
-    base = model.get_base_model() if _is_peft(model) else model  # TRL patches below the PEFT wrapper too
-    if not getattr(base, "_trl_margins_fused_head", False):
+@contextlib.contextmanager
+def _fused_heads(*models: PreTrainedModel | None) -> Iterator[None]:
+    """Give each model TRL's fused LM head (`model(..., labels=..., fused_lm_head=True).log_probs`), the kernel the
+    DPO trainer scores with, so the rewards match its logs, and take it off again afterwards.
+
+    Taken off, because the model may be a trainer's: TRL's `DPOTrainer` gives its policy a head with more outputs
+    (entropy, mean logits, ...), which a log-probs-only head left in place would hide from its next training step.
+    """
+    patched = []
+    for model in models:
+        if model is None:
+            continue
+        base = model.get_base_model() if _is_peft(model) else model  # TRL patches below the PEFT wrapper too
+        patched.append((base, base.__dict__.get("forward")))
         add_fused_lm_head(base)
-        base._trl_margins_fused_head = True
+    try:
+        yield
+    finally:
+        for base, forward in reversed(patched):
+            if forward is None:
+                del base.forward  # back to the class's forward
+            else:
+                base.forward = forward
 
 
 def _completion_log_probs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,7 +279,7 @@ def policy_rewards(
     dataset: Rows,
     beta: float,
     ref_model: PreTrainedModel | None = None,
-    reference_free: bool = False,
+    reward_type: str = "dpo",
     batch_size: int = 8,
     max_length: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,7 +297,8 @@ def policy_rewards(
         beta: the ``beta`` of the loss the policy was trained with.
         ref_model: the reference policy of DPO. With ``None``, a PEFT ``model`` is its own reference with the adapter
             disabled (PEFT's ``disable_adapter()``), as in TRL.
-        reference_free: SimPO's length-normalised rewards; no reference model.
+        reward_type: ``"dpo"`` (implicit rewards, with a reference) or ``"simpo"`` (SimPO's length-normalised
+            rewards; no reference model), as the trainers' ``reward_type``.
         batch_size: pairs per forward pass.
         max_length: truncate prompt+completion to its first ``max_length`` tokens, as the trainers' collator does;
             ``None`` keeps it whole. A pair left without completion tokens gets reward 0 (with a warning).
@@ -287,27 +306,27 @@ def policy_rewards(
     Returns:
         ``(chosen_rewards, rejected_rewards)``, float32 tensors on the CPU in the order of ``dataset``.
     """
-    if reference_free and ref_model is not None:
-        raise ValueError("`reference_free=True` (SimPO) uses no reference model: don't pass `ref_model`.")
-    if not reference_free and ref_model is None and not _is_peft(model):
+    if reward_type not in REWARD_TYPES:
+        raise ValueError(f"`reward_type` must be one of {REWARD_TYPES}, got {reward_type!r}.")
+    simpo = reward_type == "simpo"
+    if simpo and ref_model is not None:
+        raise ValueError("`reward_type='simpo'` uses no reference model: don't pass `ref_model`.")
+    if not simpo and ref_model is None and not _is_peft(model):
         raise ValueError(
             "DPO's implicit rewards need the reference policy: pass `ref_model` (usually the SFT model the policy "
             "was trained from), or a PEFT model (its base, with the adapter disabled, is the reference), or set "
-            "`reference_free=True` for SimPO's reference-free rewards."
+            "`reward_type='simpo'` for SimPO's reference-free rewards."
         )
     collator = DataCollatorForPreference(pad_token_id=_pad_token_id(tokenizer), max_length=max_length)
-    _with_fused_head(model)
-    if ref_model is not None:
-        _with_fused_head(ref_model)
     chosen_rewards, rejected_rewards = [], []
     empty = 0
-    desc = "Computing SimPO rewards" if reference_free else "Computing DPO implicit rewards"
-    with _eval_mode(model, ref_model):
+    desc = "Computing SimPO rewards" if simpo else "Computing DPO implicit rewards"
+    with _eval_mode(model, ref_model), _fused_heads(model, ref_model):
         for rows in _batches(dataset, batch_size, desc=desc):
             batch = collator([tokenize_for_policy(row, tokenizer) for row in rows])
             log_probs, lengths = _completion_log_probs(model, batch)
             empty += int((lengths == 0).sum())
-            if reference_free:
+            if simpo:
                 scores = log_probs / lengths.clamp(min=1).to(log_probs)
             else:
                 if ref_model is None:
@@ -343,9 +362,8 @@ def completion_log_probs(
     of any later policy as ``beta * (logps - ref_logps)``, without running the reference again.
     """
     collator = DataCollatorForPreference(pad_token_id=_pad_token_id(tokenizer), max_length=max_length)
-    _with_fused_head(model)
     parts: dict[str, list[torch.Tensor]] = {"logps": [], "lengths": []}
-    with _eval_mode(model):
+    with _eval_mode(model), _fused_heads(model):
         for rows in _batches(dataset, batch_size, desc="Computing completion log-probs"):
             batch = collator([tokenize_for_policy(row, tokenizer) for row in rows])
             log_probs, lengths = _completion_log_probs(model, batch)
@@ -385,5 +403,5 @@ def simpo_rewards(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SimPO's reference-free rewards ``beta / |y| * log pi(y|x)``; see `policy_rewards`."""
     return policy_rewards(
-        model, tokenizer, dataset, beta, reference_free=True, batch_size=batch_size, max_length=max_length
+        model, tokenizer, dataset, beta, reward_type="simpo", batch_size=batch_size, max_length=max_length
     )

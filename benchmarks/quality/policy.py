@@ -89,9 +89,9 @@ METHODS: dict[str, Method] = {
         "gamma_po",
         "simpo",
         "binary",
-        {"reference_free": True, "beta": SIMPO_BETA, "margin_iters": 0, "margin_mode": "full"},
+        {"reward_type": "simpo", "beta": SIMPO_BETA, "margin_iters": 0, "margin_mode": "full"},
     ),  # fmt: skip
-    "gamma_simpo": Method("gamma-SimPO", "gamma_po", "simpo", "binary", {"reference_free": True, "beta": SIMPO_BETA}),
+    "gamma_simpo": Method("gamma-SimPO", "gamma_po", "simpo", "binary", {"reward_type": "simpo", "beta": SIMPO_BETA}),
     "mmpo_gamma_dpo": Method("MMPO + gamma-DPO", "gamma_po", "dpo", "scored", {"mmpo_gamma": MMPO_GAMMA}),
     # (b) only: MMPO whose scores are the single drawn rating per sentence that also decided the binary label
     "mmpo_1rater": Method(
@@ -168,21 +168,21 @@ def completion_logps(model, tokenizer, rows: list[dict], sizes: Sizes) -> dict[s
     exactly as `trl.DPOTrainer` does (through `trl_margins.rewards_extraction`, whose rewards match the trainers')."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from trl_margins.rewards_extraction import _completion_log_probs, _with_fused_head, tokenize_for_policy
+    from trl_margins.rewards_extraction import _completion_log_probs, _fused_heads, tokenize_for_policy
 
-    _with_fused_head(model)
     collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=sizes.max_length)
     parts: dict[str, list[torch.Tensor]] = {"chosen": [], "rejected": [], "chosen_len": [], "rejected_len": []}
     was_training = model.training
     model.eval()
-    for start in range(0, len(rows), 16):
-        batch = collator([tokenize_for_policy(conversational(r), tokenizer) for r in rows[start : start + 16]])
-        with autocast(sizes.bf16):
-            logps, lengths = _completion_log_probs(model, batch)
-        chosen, rejected = logps.float().chunk(2)
-        chosen_len, rejected_len = lengths.chunk(2)
-        for key, value in zip(parts, (chosen, rejected, chosen_len, rejected_len)):
-            parts[key].append(value.cpu())
+    with _fused_heads(model):
+        for start in range(0, len(rows), 16):
+            batch = collator([tokenize_for_policy(conversational(r), tokenizer) for r in rows[start : start + 16]])
+            with autocast(sizes.bf16):
+                logps, lengths = _completion_log_probs(model, batch)
+            chosen, rejected = logps.float().chunk(2)
+            chosen_len, rejected_len = lengths.chunk(2)
+            for key, value in zip(parts, (chosen, rejected, chosen_len, rejected_len)):
+                parts[key].append(value.cpu())
     model.train(was_training)
     return {key: torch.cat(values) for key, values in parts.items()}
 
