@@ -127,3 +127,12 @@ def test_trainer_without_gamma_needs_no_scores(tiny_model_dir, tmp_path):
 def test_config_rejects_invalid_hyperparameters(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         MMPOConfig(**base_args(tmp_path, **overrides))
+
+
+@pytest.mark.parametrize("config_class", ["MMPOConfig", "MMPORewardConfig", "GammaPOConfig"])
+def test_a_bad_margin_field_is_reported_before_trls_checks(tmp_path, config_class):
+    # Without use_cpu or bf16=False, TRL's default bf16 fails on a CPU; the user's own mistake must come first
+    import trl_margins
+
+    with pytest.raises(ValueError, match="mmpo_gamma"):
+        getattr(trl_margins, config_class)(output_dir=str(tmp_path), mmpo_gamma=-1.0)

@@ -124,6 +124,7 @@ class MMPOConfig(MMPOFields, DPOConfig):
     )
 
     def __post_init__(self):
+        _validate_mmpo_fields(self)  # first: a bad margin field is reported before TRL's own checks (bf16 on a CPU)
         super().__post_init__()
         self._validate_margin_args()
 
@@ -365,6 +366,7 @@ class MMPORewardConfig(MMPOFields, RewardConfig):
     """
 
     def __post_init__(self):
+        _validate_mmpo_fields(self)  # first: a bad margin field is reported before TRL's own checks (bf16 on a CPU)
         super().__post_init__()
         self._validate_margin_args()
 
