@@ -44,7 +44,7 @@ from trl import (
 )
 
 from .assets import BUNDLED_DATASET, VADER_SPLITS, load_bundled_pairs
-from .config import GammaPOConfig, MMPOConfig, MMPORewardConfig
+from .config import GammaPOConfig, MMPOConfig, MMPORewardConfig, has_accelerator
 from .data import DATASET_ADAPTERS, apply_dataset_adapter
 from .dpo import MMPOTrainer
 from .gamma_po import GammaPOTrainer
@@ -351,20 +351,8 @@ def make_parser(mode: str) -> TrlParser:
     return TrlParser(types, prog=f"trl-margins {mode}")
 
 
-def _has_accelerator() -> bool:
-    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
-
-    mps = getattr(torch.backends, "mps", None)
-    return (
-        torch.cuda.is_available()
-        or is_torch_bf16_gpu_available()
-        or is_torch_xla_available()
-        or (mps is not None and mps.is_available())
-    )
-
-
 def _disable_half_precision_without_gpu(namespace) -> None:
-    if _has_accelerator():
+    if has_accelerator():
         return
     # Pinned memory only helps host-to-GPU copies; without a GPU, torch warns on every data loader that it is unused
     namespace.dataloader_pin_memory = False
@@ -427,10 +415,6 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     if remaining:
         raise UsageError(f"Could not parse {' '.join(remaining)}.")
     _disable_half_precision_without_gpu(namespace)
-    if getattr(namespace, "activation_checkpointing", False) is None:
-        # TRL's configs default the old name `gradient_checkpointing` to True, and transformers 5 warns about the old
-        # name on every run: pass the same value under the new name
-        namespace.activation_checkpointing = getattr(namespace, "gradient_checkpointing", None)
     outputs = []
     for dtype in parser.dataclass_types:
         inputs = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(dtype) if f.init}

@@ -25,6 +25,38 @@ _SCORE_HELP = (
 )
 
 
+def has_accelerator() -> bool:
+    """Whether a GPU (or XLA / MPS device) is there to train on."""
+    import torch
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    mps = getattr(torch.backends, "mps", None)
+    return (
+        torch.cuda.is_available()
+        or is_torch_bf16_gpu_available()
+        or is_torch_xla_available()
+        or (mps is not None and mps.is_available())
+    )
+
+
+def _before_trl_post_init(config) -> None:
+    """What the margin configs do before TRL's `__post_init__`: report a bad margin field first, pass TRL's default
+    `gradient_checkpointing` under its transformers 5 name, and leave bf16 off where it cannot run.
+
+    TRL's configs turn an unset `bf16` on, and transformers then refuses to start on a machine without a GPU, so a
+    script that runs on a GPU stops on a CPU at its config. Left unset there, bf16 stays off (float32). A `bf16=True`
+    that the user wrote is kept, and transformers' error about it too.
+    """
+    _validate_mmpo_fields(config)
+    if getattr(config, "activation_checkpointing", False) is None:
+        # TRL defaults the old name `gradient_checkpointing` to True, which transformers 5 warns about on every
+        # config: the same value under the new name
+        config.activation_checkpointing = config.gradient_checkpointing
+    if config.bf16 is None and not config.fp16 and not has_accelerator():
+        logger.info("No GPU: bf16 (TRL's default) is off, training in float32.")
+        config.bf16 = False
+
+
 def _validate_mmpo_fields(config) -> None:
     """Checks shared by every config with MMPO's fields."""
     if config.mmpo_gamma is not None and (not math.isfinite(config.mmpo_gamma) or config.mmpo_gamma < 0):
@@ -124,7 +156,7 @@ class MMPOConfig(MMPOFields, DPOConfig):
     )
 
     def __post_init__(self):
-        _validate_mmpo_fields(self)  # first: a bad margin field is reported before TRL's own checks (bf16 on a CPU)
+        _before_trl_post_init(self)
         super().__post_init__()
         self._validate_margin_args()
 
@@ -366,7 +398,7 @@ class MMPORewardConfig(MMPOFields, RewardConfig):
     """
 
     def __post_init__(self):
-        _validate_mmpo_fields(self)  # first: a bad margin field is reported before TRL's own checks (bf16 on a CPU)
+        _before_trl_post_init(self)
         super().__post_init__()
         self._validate_margin_args()
 
