@@ -354,8 +354,6 @@ def make_parser(mode: str) -> TrlParser:
 def _disable_half_precision_without_gpu(namespace) -> None:
     if has_accelerator():
         return
-    # Pinned memory only helps host-to-GPU copies; without a GPU, torch warns on every data loader that it is unused
-    namespace.dataloader_pin_memory = False
     # TRL's configs turn bf16 on by default, and transformers refuses bf16/fp16 without a GPU
     half = [name for name in ("bf16", "fp16") if getattr(namespace, name, None) in (True, None)]
     if half:

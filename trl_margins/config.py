@@ -41,7 +41,7 @@ def has_accelerator() -> bool:
 
 def _before_trl_post_init(config) -> None:
     """What the margin configs do before TRL's `__post_init__`: report a bad margin field first, pass TRL's default
-    `gradient_checkpointing` under its transformers 5 name, and leave bf16 off where it cannot run.
+    `gradient_checkpointing` under its transformers 5 name, and, without a GPU, leave bf16 and pinned memory off.
 
     TRL's configs turn an unset `bf16` on, and transformers then refuses to start on a machine without a GPU, so a
     script that runs on a GPU stops on a CPU at its config. Left unset there, bf16 stays off (float32). A `bf16=True`
@@ -52,7 +52,11 @@ def _before_trl_post_init(config) -> None:
         # TRL defaults the old name `gradient_checkpointing` to True, which transformers 5 warns about on every
         # config: the same value under the new name
         config.activation_checkpointing = config.gradient_checkpointing
-    if config.bf16 is None and not config.fp16 and not has_accelerator():
+    if has_accelerator():
+        return
+    # Pinned memory only speeds up copies to a GPU: without one it does nothing, and torch warns on every loader
+    config.dataloader_pin_memory = False
+    if config.bf16 is None and not config.fp16:
         logger.info("No GPU: bf16 (TRL's default) is off, training in float32.")
         config.bf16 = False
 
