@@ -881,17 +881,27 @@ _DEMO_COMMON: dict[str, Any] = {
 }
 
 DEMO_RECIPES: dict[str, dict[str, Any]] = {
-    # DPO + MMPO, full fine-tuning (faster than LoRA on a CPU: 45 vs 56 s per step under the same load). mmpo_gamma =
-    # 1.35 is the maximum-likelihood fit of sigmoid(gamma * margin) to the raters' preference probabilities of the
-    # train pairs. beta 0.25 and a large learning rate, so that 25 steps move the held-out numbers visibly: with
-    # 3e-5 (and 32 steps) held-out accuracy fell from the likelihood baseline's 0.59 to 0.54 on 128 pairs; with 1e-4
-    # it rose from 0.53 to 0.60 on 160 pairs (gradients are clipped at norm 1, so the rate sets the step length)
+    # DPO + MMPO with LoRA on the top 10 of SmolLM2's 30 layers: the backward pass stops at layer 20 and the
+    # reference is the adapter-disabled policy (no second model). Measured on 2 cores against full fine-tuning at lr
+    # 1e-4 (README): 10.2 vs 14.5 s per step, 2.8 vs 5.7 GB peak, held-out accuracy 0.53 -> 0.57 vs 0.53 -> 0.60, Brier
+    # against the raters' probabilities 0.162 -> 0.125 vs 0.162 -> 0.155. mmpo_gamma = 1.35 is the maximum-likelihood
+    # fit of sigmoid(gamma * margin) to the raters' preference probabilities of the train pairs. beta 0.25 and a large
+    # learning rate, so that 25 steps move the held-out numbers visibly (gradients are clipped at norm 1).
     "mmpo": {
         **_DEMO_COMMON,
         "output_dir": "outputs/smollm2-135m-vader-mmpo",
         "beta": 0.25,
         "mmpo_gamma": 1.35,
-        "learning_rate": 1.0e-4,
+        "learning_rate": 3.0e-4,
+        "use_peft": True,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_target_modules": [
+            f"model.layers.{layer}.{module}"
+            for layer in range(20, 30)
+            for module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+            + ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+        ],
     },
     # gamma-SimPO: reference-free rewards with dynamic target margins, and MMPO targets on top
     "gamma-po": {
