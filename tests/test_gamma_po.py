@@ -220,7 +220,7 @@ def test_queue_sample_without_advance_leaves_later_draws_unchanged():
 
 
 def test_non_finite_gaps_get_the_base_margin_and_stay_out_of_the_queue(tiny_model_dir, tmp_path, caplog):
-    trainer = _trainer(tiny_model_dir, tmp_path, beta=2.0, tau=1.0, reference_free=True, margin_sample_size=16)
+    trainer = _trainer(tiny_model_dir, tmp_path, beta=2.0, tau=1.0, reward_type="simpo", margin_sample_size=16)
     clean = trainer.target_margins(torch.tensor([-1.0, 0.5, 2.0]), "eval")
     with caplog.at_level("WARNING", logger="trl_margins.gamma_po"):
         margins = trainer.target_margins(torch.tensor([-1.0, float("nan"), 0.5, float("inf"), 2.0]), "train")
