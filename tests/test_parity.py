@@ -260,7 +260,7 @@ def test_gamma_po_logs_the_stock_metrics_and_its_own(moe, tiny_model_dir, tiny_m
     ours = _train(
         GammaPOTrainer, model, tmp_path / "ours", args_class=GammaPOConfig, max_steps=1, reward_type="simpo", beta=2.0
     )
-    gamma_keys = {"gamma/mean", "gamma/std", "gamma/min", "gamma/max", "gamma/queue_size"}
+    gamma_keys = {"gamma/mean", "gamma/std", "gamma/min", "gamma/max", "gamma/queue_size", "gamma/nonfinite_gaps"}
     assert set(_step_logs(ours)[0]) == set(_step_logs(stock)[0]) | gamma_keys
     assert ("aux_loss" in _step_logs(ours)[0]) == moe
 
