@@ -40,7 +40,7 @@ def test_recovers_gamma_from_sampled_votes():
 def test_matches_a_grid_minimum():
     margins = _margins(seed=3)
     generator = torch.Generator().manual_seed(4)
-    probs = (torch.sigmoid(0.5 * margins) + 0.2 * torch.rand(margins.shape, generator=generator, dtype=torch.float64))
+    probs = torch.sigmoid(0.5 * margins) + 0.2 * torch.rand(margins.shape, generator=generator, dtype=torch.float64)
     probs = probs.clamp(0, 1)
     weights = torch.rand(margins.shape, generator=generator, dtype=torch.float64)
     fitted = fit_gamma(margins, probs, weights=weights)
