@@ -6,6 +6,7 @@ check_trl_version()
 
 from .config import GammaPOConfig, MMPOConfig, MMPORewardConfig  # noqa: E402
 from .dpo import MMPOTrainer  # noqa: E402
+from .fitting import fit_gamma  # noqa: E402
 from .gamma_po import GammaPOTrainer  # noqa: E402
 from .reward import MMPORewardTrainer  # noqa: E402
 
@@ -19,4 +20,5 @@ __all__ = [
     "MMPORewardConfig",
     "MMPORewardTrainer",
     "__version__",
+    "fit_gamma",
 ]

@@ -16,6 +16,8 @@ from typing import Literal
 
 from datasets import Dataset, DatasetDict, IterableDataset, Value
 
+from .errors import DataError, UsageError
+
 logger = logging.getLogger(__name__)
 
 MARGIN_COLUMN = "mmpo_margin"
@@ -29,15 +31,15 @@ _PAIRED_COLUMNS = (("chosen", "rejected"), ("chosen_ids", "rejected_ids"), ("ref
 
 
 def _check_number(value, column: str, row: int) -> float:
-    """One score as a finite float, or a ValueError that names the column and the row."""
+    """One score as a finite float, or a DataError that names the column and the row."""
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(
+        raise DataError(
             f"Column '{column}' must hold numbers, but row {row} holds {value!r} ({type(value).__name__}). "
             "Convert the column to float (for example `dataset.cast_column(...)` or a `map`), or fix that row."
         )
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(
+        raise DataError(
             f"Column '{column}' holds a non-finite value ({value}) at row {row}. Scores must be finite: drop or "
             "repair such rows (e.g. `dataset.filter(...)`) before training."
         )
@@ -46,11 +48,11 @@ def _check_number(value, column: str, row: int) -> float:
 
 def _column_values(dataset: Dataset, column: str) -> list[float]:
     if column not in dataset.column_names:
-        raise ValueError(
+        raise DataError(
             f"The dataset has no column '{column}', which is needed to compute the preference margins. Columns "
-            f"present: {sorted(dataset.column_names)}. Set the score column names in the config "
-            "(`score_chosen_column` / `score_rejected_column`, or `margin_column` for a precomputed margin), or set "
-            "`mmpo_gamma=None` to train on hard labels."
+            f"present: {sorted(dataset.column_names)}. Name the score columns with `score_chosen_column` / "
+            "`score_rejected_column` (or a precomputed margin with `margin_column`), e.g. "
+            "`--score_chosen_column NAME` on the command line, or leave `mmpo_gamma` unset to train on hard labels."
         )
     return [_check_number(v, column, i) for i, v in enumerate(dataset[column])]
 
@@ -93,11 +95,12 @@ def add_margin_column(
         The dataset with ``MARGIN_COLUMN`` added (a no-op if it is already there).
 
     Raises:
-        ValueError: a missing column (listing the columns present), a non-numeric, NaN or infinite value (naming the
-            column and the first bad row), or a negative margin with ``negative_margins="error"``.
+        DataError (a ValueError): a missing column (listing the columns present), a non-numeric, NaN or infinite
+            value (naming the column and the first bad row), or a negative margin with ``negative_margins="error"``.
+        UsageError (a ValueError): an unknown ``negative_margins`` policy.
     """
     if negative_margins not in NEGATIVE_MARGIN_POLICIES:
-        raise ValueError(f"negative_margins must be one of {NEGATIVE_MARGIN_POLICIES}, got {negative_margins!r}.")
+        raise UsageError(f"negative_margins must be one of {NEGATIVE_MARGIN_POLICIES}, got {negative_margins!r}.")
     columns = _required_columns(score_chosen_column, score_rejected_column, margin_column)
     paired = list(_PAIRED_COLUMNS)
     if margin_column is None:
@@ -117,11 +120,12 @@ def add_margin_column(
 
     negative_rows = [i for i, m in enumerate(margins) if m < 0]
     if negative_rows and negative_margins == "error":
-        raise ValueError(
+        raise DataError(
             f"{len(negative_rows)} of {len(margins)} pairs in the {dataset_name} dataset have a negative margin "
             f"(chosen scored below rejected, from {' - '.join(columns)}); the first is row {negative_rows[0]} "
-            f"(margin {margins[negative_rows[0]]:g}). Fix the labels, or set `negative_margins='swap'` to exchange "
-            "chosen and rejected in such pairs, or `negative_margins='drop'` to remove them."
+            f"(margin {margins[negative_rows[0]]:g}). Fix the labels, or set `negative_margins` to 'swap' to exchange "
+            "chosen and rejected in such pairs or to 'drop' to remove them (`--negative_margins swap` or `drop` on "
+            "the command line)."
         )
     dataset = dataset.add_column(MARGIN_COLUMN, margins)
     if not negative_rows:
@@ -165,7 +169,7 @@ def _add_margin_column_lazily(
         return dataset
     for column in columns:
         if column not in first:
-            raise ValueError(
+            raise DataError(
                 f"The dataset has no column '{column}', which is needed to compute the preference margins. Columns "
                 f"present: {sorted(first)}."
             )
@@ -175,9 +179,10 @@ def _add_margin_column_lazily(
         margin = values[0] if len(values) == 1 else values[0] - values[1]
         if margin < 0:
             if negative_margins == "error":
-                raise ValueError(
+                raise DataError(
                     f"Row {idx} of the {dataset_name} dataset has a negative margin ({margin:g}, chosen scored below "
-                    "rejected). Fix the labels, or set `negative_margins='swap'` or `'drop'`."
+                    "rejected). Fix the labels, or set `negative_margins` to 'swap' or 'drop' "
+                    "(`--negative_margins swap` on the command line)."
                 )
             if negative_margins == "swap":
                 return _swap_pair(example, paired, margin)
@@ -225,14 +230,14 @@ def _check_adapter_input(
         )
     missing = [c for c in (*required, *keep_columns) if c not in dataset.column_names]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"The '{adapter}' dataset adapter needs the column(s) {missing}, which the dataset lacks. Columns "
             f"present: {sorted(dataset.column_names)}. Check that the dataset has the layout this adapter "
             "documents, or pick another adapter."
         )
     clashing = [c for c in keep_columns if c in outputs]
     if clashing:
-        raise ValueError(
+        raise DataError(
             f"`keep_columns` of the '{adapter}' dataset adapter can't hold {clashing}: the adapter writes those "
             f"columns itself ({list(outputs)})."
         )
@@ -241,7 +246,7 @@ def _check_adapter_input(
 def _check_not_empty(dataset: Dataset, adapter: str) -> None:
     # An empty split would fail later with an obscure message (`map` on no rows adds no columns): say so here.
     if len(dataset) == 0:
-        raise ValueError(
+        raise DataError(
             f"The '{adapter}' dataset adapter has no pairs to convert: the dataset is empty, or every row was "
             "dropped (see the warnings above)."
         )
@@ -272,7 +277,7 @@ def _split_conversation(chosen: Messages, rejected: Messages, row: int, adapter:
         shared += 1
     prompt, chosen_turns, rejected_turns = chosen[:shared], chosen[shared:], rejected[shared:]
     if not prompt or chosen_turns[0]["role"] != "assistant" or rejected_turns[0]["role"] != "assistant":
-        raise ValueError(
+        raise DataError(
             f"Row {row}: the '{adapter}' dataset adapter expects `chosen` and `rejected` to be the same conversation "
             "up to the assistant's answer, but they share no leading messages or differ before an assistant turn "
             f"(chosen roles {[m['role'] for m in chosen]}, rejected roles {[m['role'] for m in rejected]})."
@@ -307,7 +312,7 @@ def adapt_ultrafeedback_binarized(dataset: Dataset, *, keep_columns: Sequence[st
     outputs = ("prompt", "chosen", "rejected", *_SCORE_COLUMNS)
     _check_adapter_input(dataset, adapter, ("chosen", "rejected", *_SCORE_COLUMNS), outputs, keep_columns)
     if _is_text_column(dataset, "chosen"):
-        raise ValueError(
+        raise DataError(
             f"The '{adapter}' dataset adapter expects `chosen` / `rejected` to be message lists, but they hold "
             "strings. For a dataset that is already a standard preference dataset with score columns, use no adapter."
         )
@@ -403,9 +408,9 @@ def adapt_shp(
     """
     adapter = "shp"
     if margin_transform not in SHP_MARGIN_TRANSFORMS:
-        raise ValueError(f"`margin_transform` must be one of {SHP_MARGIN_TRANSFORMS}, got {margin_transform!r}.")
+        raise UsageError(f"`margin_transform` must be one of {SHP_MARGIN_TRANSFORMS}, got {margin_transform!r}.")
     if max_pairs_per_post is not None and max_pairs_per_post < 1:
-        raise ValueError(f"`max_pairs_per_post` must be >= 1 (or None for no cap), got {max_pairs_per_post}.")
+        raise UsageError(f"`max_pairs_per_post` must be >= 1 (or None for no cap), got {max_pairs_per_post}.")
     outputs = ("prompt", "chosen", "rejected", *_SCORE_COLUMNS, "margin")
     required = ("post_id", "history", "human_ref_A", "human_ref_B", "score_A", "score_B", "labels")
     _check_adapter_input(dataset, adapter, required, outputs, keep_columns)
@@ -415,7 +420,7 @@ def adapt_shp(
     def convert(example: dict, idx: int) -> dict:
         where = f"row {idx} (post_id {example['post_id']!r})"
         if example["labels"] not in (0, 1):
-            raise ValueError(
+            raise DataError(
                 f"Column 'labels' must hold 1 (A preferred) or 0 (B preferred); {where} holds {example['labels']!r}."
             )
         score_a = _check_number(example["score_A"], "score_A", idx)
@@ -427,9 +432,10 @@ def adapt_shp(
         elif score_chosen > 0 and score_rejected > 0:
             margin = math.log(score_chosen / score_rejected)
         else:
-            raise ValueError(
+            raise DataError(
                 f"margin_transform='log_ratio' needs positive vote scores, but {where} has score_A={score_a:g}, "
-                f"score_B={score_b:g}. Use margin_transform='difference', or filter such rows out first."
+                f"score_B={score_b:g}. Set the adapter option `margin_transform` to 'difference', or filter such rows "
+                "out first."
             )
         return {
             "prompt": example["history"],
@@ -488,7 +494,7 @@ def adapt_reward_annotated(
     def has_spread(scores: list, idx: int) -> bool:
         values = [_check_number(s, "all_rm_scores", idx) for s in scores]
         if len(values) < 2:
-            raise ValueError(f"Row {idx}: `all_rm_scores` must score at least 2 responses, got {len(values)}.")
+            raise DataError(f"Row {idx}: `all_rm_scores` must score at least 2 responses, got {len(values)}.")
         return max(values) > min(values)
 
     total = len(dataset)
@@ -504,7 +510,7 @@ def adapt_reward_annotated(
     def convert(example: dict, idx: int) -> dict:
         responses, scores = example["all_generated_responses"], example["all_rm_scores"]
         if len(responses) != len(scores):
-            raise ValueError(
+            raise DataError(
                 f"Row {idx}: {len(responses)} responses in `all_generated_responses` but {len(scores)} scores in "
                 "`all_rm_scores`; they must pair up one to one."
             )
@@ -573,9 +579,9 @@ def adapt_argilla(
     """
     adapter = "argilla"
     if ties not in TIE_POLICIES:
-        raise ValueError(f"`ties` must be one of {TIE_POLICIES}, got {ties!r}.")
+        raise UsageError(f"`ties` must be one of {TIE_POLICIES}, got {ties!r}.")
     if (chosen_rating_column is None) != (rejected_rating_column is None):
-        raise ValueError("Set both `chosen_rating_column` and `rejected_rating_column`, or neither.")
+        raise UsageError("Set both `chosen_rating_column` and `rejected_rating_column`, or neither.")
     outputs = ("prompt", "chosen", "rejected", *_SCORE_COLUMNS)
     _check_adapter_input(dataset, adapter, ("chosen", "rejected"), outputs, keep_columns)
     columns = dataset.column_names
@@ -586,7 +592,7 @@ def adapt_argilla(
     else:
         known = [pair for pair in (*_ARGILLA_RATING_COLUMNS, ("rating", "generations")) if set(pair) <= set(columns)]
         if not known:
-            raise ValueError(
+            raise DataError(
                 f"The '{adapter}' dataset adapter found no rating columns it knows: it looks for "
                 f"{' or '.join(map(str, _ARGILLA_RATING_COLUMNS))}, or `rating` with `generations` (distilabel Orca "
                 f"pairs). Columns present: {sorted(columns)}. Name the rating columns with `chosen_rating_column` / "
@@ -635,11 +641,11 @@ def adapt_argilla(
         try:
             chosen, rejected = generations.index(example["chosen"]), generations.index(example["rejected"])
         except ValueError:
-            raise ValueError(
+            raise DataError(
                 f"Row {idx}: `chosen` or `rejected` is not one of the `generations`, so its `rating` can't be found."
             ) from None
         if len(ratings) != len(generations):
-            raise ValueError(f"Row {idx}: {len(generations)} `generations` but {len(ratings)} `rating` values.")
+            raise DataError(f"Row {idx}: {len(generations)} `generations` but {len(ratings)} `rating` values.")
         return _check_number(ratings[chosen], "rating", idx), _check_number(ratings[rejected], "rating", idx)
 
     def convert(example: dict, idx: int) -> dict:
@@ -690,16 +696,16 @@ DATASET_ADAPTERS: dict[str, Callable[..., Dataset]] = {
 def apply_dataset_adapter(name: str | None, dataset: Dataset | DatasetDict, **kwargs) -> Dataset | DatasetDict:
     """Run the adapter registered as `name` on `dataset` (each split of a `DatasetDict`), with `kwargs` as its options.
 
-    `name=None` returns the dataset unchanged. An unknown name raises a ValueError that lists the known ones.
+    `name=None` returns the dataset unchanged. An unknown name raises a UsageError listing the known ones.
     """
     if name is None:
         if kwargs:
-            raise ValueError(
+            raise UsageError(
                 f"Dataset adapter options {sorted(kwargs)} were given, but no dataset adapter to use them."
             )
         return dataset
     if name not in DATASET_ADAPTERS:
-        raise ValueError(
+        raise UsageError(
             f"Unknown dataset adapter {name!r}. Known adapters: {sorted(DATASET_ADAPTERS)} (or none, to use the "
             "dataset as it is)."
         )

@@ -41,8 +41,8 @@ import common
 import torch
 
 # MMPO's rationality coefficient: the fit of sigmoid(gamma * margin) to the empirical human preference probability of
-# all training pairs (soft-target cross-entropy minimised at 1.327; `fit_gamma`), so that the soft targets are the
-# raters' own preference probabilities.
+# all training pairs (soft-target cross-entropy minimised at 1.327; `trl_margins.fit_gamma`), so that the soft targets
+# are the raters' own preference probabilities.
 MMPO_GAMMA = 1.33
 DPO_BETA = 0.1
 SIMPO_BETA = 2.5  # SimPO's beta for Mistral/Llama-3 Instruct; gamma0 = 0.5 * 2.5 = 1.25 (the package default ratio)
@@ -124,23 +124,12 @@ QUICK_SIZES = Sizes(
 )  # fmt: skip
 
 
-def fit_gamma(rows: list[dict]) -> float:
-    """The gamma minimising the soft-target cross-entropy between sigmoid(gamma * margin) and human_pref_prob."""
-    from trl_margins.losses import soft_target_loss
+def fit_train_gamma() -> float:
+    """`trl_margins.fit_gamma` on the human preference probabilities of all train pairs (maximum likelihood)."""
+    from trl_margins import fit_gamma
 
-    margins = torch.tensor([r["margin"] for r in rows], dtype=torch.float64)
-    probs = torch.tensor([r["human_pref_prob"] for r in rows], dtype=torch.float64)
-    gamma = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([gamma], max_iter=100)
-
-    def closure():
-        opt.zero_grad()
-        loss = soft_target_loss(gamma * margins, probs).mean()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return float(gamma.detach())
+    rows = common.select_pairs("train", None)
+    return fit_gamma([r["margin"] for r in rows], [r["human_pref_prob"] for r in rows])
 
 
 def chat_prompt(prompt: str) -> list[dict[str, str]]:
@@ -487,7 +476,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "dpo_beta": DPO_BETA,
         "simpo_beta": SIMPO_BETA,
         "mmpo_gamma": MMPO_GAMMA,
-        "mmpo_gamma_fit_on_all_train_pairs": round(fit_gamma(common.select_pairs("train", None)), 4),
+        "mmpo_gamma_fit_on_all_train_pairs": round(fit_train_gamma(), 4),
         "gamma_po": "GammaPOConfig defaults: gamma_beta_ratio=0.5, tau=10, margin_sample_size=256, 20 iterations, "
         "margin_mode='published' (gamma-DPO applies gamma_i - gamma0, gamma-SimPO gamma_i)",
         "lora": f"r={sizes.lora_r}, alpha={2 * sizes.lora_r}, dropout 0, all linear layers",
