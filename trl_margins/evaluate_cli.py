@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from .data import LOCAL_FORMATS
+from .errors import UsageError
 from .evaluation import (
     ece_label,
     plot_margin_histogram,
@@ -35,13 +37,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("rm", "dpo", "simpo")
 REWARD_TYPES = ("dpo", "simpo")  # `MMPOConfig.reward_type`, not imported: the config pulls in TRL at start-up
-_LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 # Without `--beta`, the default of each objective: TRL's DPOConfig, and SimPO's paper (2.0-2.5 for its base models)
 _DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
-
-
-class UsageError(ValueError):
-    """Flags that don't fit together or don't fit the model or data; `main` reports it as a usage error."""
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -134,11 +131,11 @@ def load_preference_dataset(name_or_path: str, split: str | None = None, config:
         return load_bundled_pairs(split or "test")
     path = Path(name_or_path)
     if path.is_file():
-        if path.suffix not in _LOCAL_FORMATS:
-            raise UsageError(f"Can't read {path}: use one of {sorted(_LOCAL_FORMATS)}, or a hub dataset name.")
+        if path.suffix not in LOCAL_FORMATS:
+            raise UsageError(f"Can't read {path}: use one of {sorted(LOCAL_FORMATS)}, or a hub dataset name.")
         if split not in (None, "train"):
             logger.warning("A single local file has one split; ignoring --split %s.", split)
-        return load_dataset(_LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+        return load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
     dataset = load_dataset(name_or_path, config, split=split)
     if isinstance(dataset, DatasetDict):
         if len(dataset) == 1:
