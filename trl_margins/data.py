@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 MARGIN_COLUMN = "mmpo_margin"
 """Internal column holding the validated margin of each pair. Kept out of the model's forward."""
 
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+"""File suffixes read as local datasets, and the `datasets` builder of each (for the command line's loaders)."""
+
 NegativeMarginPolicy = Literal["error", "swap", "drop"]
 NEGATIVE_MARGIN_POLICIES = ("error", "swap", "drop")
 
