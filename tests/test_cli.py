@@ -8,7 +8,7 @@ import pytest
 import yaml
 from datasets import Dataset
 
-from trl_margins import cli
+from trl_margins import cli, fit_gamma
 from trl_margins.cli import UsageError, map_key, parse_args, split_argv
 
 from .conftest import make_preference_dataset
@@ -161,7 +161,7 @@ def test_command_line_renames_and_flags(tmp_path):
     "entries, argv, match",
     [
         ({"betta": 0.1}, [], "unknown key `betta`. Did you mean `beta`"),
-        ({"warmup_ratios": 0.1}, [], "Did you mean `warmup_ratio`"),
+        ({"warmup_ratios": 0.1}, [], r"Did you mean `warmup_steps` \(formerly `warmup_ratio`\)"),
         ({}, ["--lerning_rate", "1e-5"], "command line: unknown key `lerning_rate`. Did you mean `learning_rate`"),
         ({"dataset_adapter": "shpp"}, [], "Did you mean `shp`"),
         ({"dataset_adapter": "shp", "dataset_adapter_kwargs": {"max_pair_per_post": 3}}, [], "max_pairs_per_post"),
@@ -321,6 +321,140 @@ def test_main_commands(capsys, monkeypatch):
 def test_usage_errors_exit_with_status_2(tmp_path, capsys):
     assert cli.main(["mmpo", "--model_name_or_path", "m", "--output_dir", str(tmp_path), "--betta", "1"]) == 2
     assert "Did you mean `beta`" in capsys.readouterr().err
+
+
+# ---- the error path: one line, the flag named, no traceback (`--debug` shows it) -----------------------------------
+def error_line(capsys, command: str) -> str:
+    """The one error line of `trl-margins <command>` on stderr (log warnings may precede it), checked to be alone."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "usage:" not in err
+    lines = [line for line in err.splitlines() if line.startswith("trl-margins")]
+    assert len(lines) == 1 and lines[0].startswith(f"trl-margins {command}: error: "), err
+    return lines[0]
+
+
+def test_config_error_names_the_key_and_debug_reraises(tmp_path, capsys):
+    argv = ["mmpo", "--model_name_or_path", "m", "--output_dir", str(tmp_path), "--mmpo_gamma", "-1"]
+    assert cli.main(argv) == 2
+    assert "`mmpo_gamma` must be a finite number >= 0" in error_line(capsys, "mmpo")
+    with pytest.raises(ValueError, match="mmpo_gamma"):
+        cli.main([*argv, "--debug"])
+
+
+def test_data_error_during_the_run_names_the_flag(tmp_path, tiny_model_dir, capsys):
+    rows = make_preference_dataset(8).to_list()
+    rows[2]["score_chosen"], rows[2]["score_rejected"] = 1.0, 5.0  # a pair whose chosen response scored lower
+    Dataset.from_list(rows).to_json(tmp_path / "pairs.jsonl")
+    argv = ["mmpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", str(tmp_path / "pairs.jsonl")]
+    argv += ["--output_dir", str(tmp_path / "out"), "--mmpo_gamma", "1", "--max_steps", "1", "--report_to", "none"]
+    assert cli.main(argv) == 1  # found inside the trainer's construction: the data, not the command line, is wrong
+    line = error_line(capsys, "mmpo")
+    assert "negative margin" in line and "`--negative_margins swap`" in line
+    with pytest.raises(ValueError, match="negative margin"):
+        cli.main([*argv, "--debug"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--negative_margins", "swp"], "argument --negative_margins/--negative-margins: invalid choice: 'swp'"),
+        (["--mmpo_gamma", "abc"], "invalid float value: 'abc'"),
+        (["--dataset_name", "missing.jsonl"], "dataset file missing.jsonl not found"),
+    ],
+)
+def test_bad_values_print_the_error_without_the_usage(tmp_path, tiny_model_dir, capsys, argv, message):
+    # A real model: the dataset is loaded after the tokenizer
+    assert cli.main(["mmpo", "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path), *argv]) == 2
+    line = error_line(capsys, "mmpo")
+    assert message in line
+    if "invalid choice" in message:
+        assert all(choice in line for choice in ("error", "swap", "drop"))
+
+
+def test_missing_recipe_file(tmp_path, capsys):
+    assert cli.main(["mmpo", "nope.yaml"]) == 2
+    assert error_line(capsys, "mmpo") == "trl-margins mmpo: error: recipe file nope.yaml not found"
+    (tmp_path / "bad.yaml").write_text("beta: [0.1\n")
+    assert cli.main(["mmpo", str(tmp_path / "bad.yaml")]) == 2
+    assert "is not valid YAML" in error_line(capsys, "mmpo")
+
+
+@pytest.mark.parametrize(
+    "mode, key, expected",
+    [
+        ("mmpo", "bta", "Did you mean `beta`?"),
+        # A reward model has no beta: no look-alike (`bt_beta`, the old `mmpo_gamma`), but where the key belongs
+        ("reward", "beta", "it is a key of `trl-margins mmpo` and `trl-margins gamma-po`"),
+        ("reward", "bta", "unknown key `bta`."),
+        ("mmpo", "tau", "it is a key of `trl-margins gamma-po`"),
+        # An old name is suggested by its new name, and only where that exists
+        ("reward", "bt_bta", "Did you mean `mmpo_gamma` (formerly `bt_beta`)?"),
+        ("mmpo", "torch_dtyp", "Did you mean `dtype` (formerly `torch_dtype`)?"),
+    ],
+)
+def test_suggestions_are_keys_of_the_command(tmp_path, capsys, mode, key, expected):
+    assert cli.main([mode, "--model_name_or_path", "m", "--output_dir", str(tmp_path), f"--{key}", "1"]) == 2
+    line = error_line(capsys, mode)
+    assert line.endswith(expected) or expected in line
+    if mode == "reward":
+        assert "beta`?" not in line
+
+
+def test_error_path_in_a_subprocess(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-m", "trl_margins.cli", "mmpo", "nope.yaml"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "trl-margins mmpo: error: recipe file nope.yaml not found"
+    assert "Traceback" not in result.stderr
+
+
+# ---- fit-gamma -----------------------------------------------------------------------------------------------------
+def test_fit_gamma_command(tmp_path, capsys):
+    import math
+
+    margins = [0.5, 1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 6.0]
+    rows = [
+        {"score_chosen": 5.0 + m, "score_rejected": 5.0, "margin": m, "p": 1 / (1 + math.exp(-0.7 * m))}
+        for m in margins
+    ]
+    for i, row in enumerate(rows):  # votes drawn near the same probabilities
+        row["up"], row["down"] = round(20 * row["p"]) + i % 2, 20 - round(20 * row["p"])
+    path = tmp_path / "pairs.jsonl"
+    Dataset.from_list(rows).to_json(path)
+    assert cli.main(["fit-gamma", "--dataset", str(path), "--prob_column", "p"]) == 0
+    out = capsys.readouterr().out
+    assert "(train, 8 pairs): sigmoid(gamma * (score_chosen - score_rejected)) fitted to p" in out
+    assert "mmpo_gamma          0.7000" in out and "NLL" in out
+    assert cli.main(["fit-gamma", "--dataset", str(path), "--margin_column", "margin", "--prob_column", "p"]) == 0
+    assert "mmpo_gamma          0.7000" in capsys.readouterr().out
+    votes = ["--votes_chosen_column", "up", "--votes_rejected_column", "down"]
+    assert cli.main(["fit-gamma", "--dataset", str(path), *votes, "--weight_by_votes"]) == 0
+    up, down = [r["up"] for r in rows], [r["down"] for r in rows]
+    expected = fit_gamma(margins, [u / (u + d) for u, d in zip(up, down)], weights=[u + d for u, d in zip(up, down)])
+    assert f"mmpo_gamma          {expected:.4f}" in capsys.readouterr().out
+
+    assert cli.main(["fit-gamma", "--dataset", str(path)]) == 2
+    assert "--prob_column" in error_line(capsys, "fit-gamma")
+    assert cli.main(["fit-gamma", "--dataset", str(path), "--prob_column", "nope"]) == 1
+    assert "no column 'nope'" in error_line(capsys, "fit-gamma")
+    Dataset.from_list([{"score_chosen": 2.0, "score_rejected": 1.0, "p": 1.0}] * 3).to_json(tmp_path / "hard.jsonl")
+    assert cli.main(["fit-gamma", "--dataset", str(tmp_path / "hard.jsonl"), "--prob_column", "p"]) == 1
+    assert "carry no information about gamma" in error_line(capsys, "fit-gamma")
+    assert cli.main(["fit-gamma", "--dataset", str(path), "--prob_column", "p", "--split", "test"]) == 2
+    assert "no split 'test'" in error_line(capsys, "fit-gamma")
+
+
+def test_fit_gamma_on_the_bundled_vader_pairs(capsys):
+    assert cli.main(["fit-gamma", "--dataset", cli.BUNDLED_DATASET, "--prob_column", "human_pref_prob"]) == 0
+    out = capsys.readouterr().out
+    assert "(train, 4000 pairs)" in out and "mmpo_gamma          1.3272" in out  # the README's number
 
 
 def test_preference_metrics_json_is_written(tmp_path, tiny_model_dir, local_data):

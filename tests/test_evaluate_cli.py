@@ -1,6 +1,7 @@
 """`trl-margins evaluate` end to end on tiny local models and local JSONL / Parquet files."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -157,18 +158,29 @@ def test_peft_adapter_is_its_own_reference_and_simpo(tiny_model_dir, rewardbench
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    "extra, message, status",
     [
-        ([], "--ref_model"),  # a full DPO policy without its reference
-        (["--model_type", "rm", "--beta", "0.1"], "--beta are for policies"),
-        (["--reward_type", "simpo", "--gamma", "1", "--prob_column", "p"], "not both"),
-        (["--reward_type", "simpo", "--gamma", "1", "--score_chosen_column", "nope"], "nope"),
-        (["--reward_type", "simpo", "--batch_size", "0"], "--batch_size must be >= 1"),
-        (["--reward_type", "simpo", "--model_type", "rm"], "--reward_type simpo means --model_type simpo"),
+        ([], "--ref_model", 2),  # a full DPO policy without its reference
+        (["--model_type", "rm", "--beta", "0.1"], "--beta are for policies", 2),
+        (["--reward_type", "simpo", "--gamma", "1", "--prob_column", "p"], "not both", 2),
+        (["--reward_type", "simpo", "--batch_size", "0"], "--batch_size must be >= 1", 2),
+        (["--reward_type", "simpo", "--model_type", "rm"], "--reward_type simpo means --model_type simpo", 2),
+        (["--model_type", "rn"], "argument --model_type: invalid choice: 'rn' (choose from", 2),
+        # The data, not the command line, is wrong: status 1
+        (["--reward_type", "simpo", "--gamma", "1", "--score_chosen_column", "nope"], "no column 'nope'", 1),
     ],
 )
-def test_usage_errors(policy_dir, rewardbench_file, tmp_path, capsys, extra, message):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--model", policy_dir, "--dataset", str(rewardbench_file), "--output_dir", str(tmp_path), *extra])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+def test_usage_errors(policy_dir, rewardbench_file, tmp_path, capsys, extra, message, status):
+    argv = ["--model", policy_dir, "--dataset", str(rewardbench_file), "--output_dir", str(tmp_path), *extra]
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert err.startswith("trl-margins evaluate: error: ") and message in err
+    assert "usage:" not in err and "Traceback" not in err
+    with pytest.raises(ValueError, match=re.escape(message)):
+        main([*argv, "--debug"])
+
+
+def test_missing_dataset_file(policy_dir, tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    assert main(["--model", policy_dir, "--reward_type", "simpo", "--dataset", str(missing)]) == 2
+    assert capsys.readouterr().err == f"trl-margins evaluate: error: dataset file {missing} not found\n"

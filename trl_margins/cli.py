@@ -47,7 +47,7 @@ from .assets import BUNDLED_DATASET, VADER_SPLITS, load_bundled_pairs
 from .config import GammaPOConfig, MMPOConfig, MMPORewardConfig, has_accelerator
 from .data import DATASET_ADAPTERS, LOCAL_FORMATS, apply_dataset_adapter
 from .dpo import MMPOTrainer
-from .errors import UsageError
+from .errors import RaisingParserMixin, TrlMarginsError, UsageError, pop_debug_flag, report_error
 from .gamma_po import GammaPOTrainer
 from .losses import soft_target_probs
 from .reward import MMPORewardTrainer
@@ -281,11 +281,30 @@ def _unknown_choice_error(what: str, value: Any, choices) -> UsageError:
     return UsageError(f"Unknown {what} `{value}`; choose one of {sorted(map(str, choices))}.{hint}")
 
 
-def _unknown_key_error(key: str, known: set[str], where: str) -> UsageError:
-    candidates = sorted(known | set(RENAMED_KEYS))
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-    hint = f" Did you mean `{close[0]}`?" if close else ""
+def _unknown_key_error(key: str, known: set[str], where: str, mode: str | None = None) -> UsageError:
+    """`key` isn't one of `known` (the keys of `mode`): suggest only a key that `mode` takes."""
+    # A key of another command is no typo: say so, rather than offer a look-alike (`beta` in the reward command, which
+    # has no beta, is not `bt_beta`, the old name of `mmpo_gamma`)
+    others = [other for other in MODES if other != mode and key in _keys(other)] if mode is not None else []
+    if others:
+        commands = " and ".join(f"`trl-margins {other}`" for other in others)
+        return UsageError(f"{where}: unknown key `{key}`: it is a key of {commands}, not of `trl-margins {mode}`.")
+    # An old name is worth matching only if the key it became exists here, and then suggested by its new name; and
+    # only a near miss of it, since the new name looks nothing like what was typed
+    renamed = {old: new for old, (new, _) in RENAMED_KEYS.items() if new in known}
+    hint = ""
+    for close in difflib.get_close_matches(key, sorted(known | set(renamed)), n=3, cutoff=0.6):
+        if close in known:
+            hint = f" Did you mean `{close}`?"
+            break
+        if difflib.SequenceMatcher(None, key, close).ratio() >= 0.8:
+            hint = f" Did you mean `{renamed[close]}` (formerly `{close}`)?"
+            break
     return UsageError(f"{where}: unknown key `{key}`.{hint}")
+
+
+def _keys(mode: str) -> set[str]:
+    return {action.dest for action in make_parser(mode)._actions}
 
 
 # ---- command line ---------------------------------------------------------------------------------------------------
@@ -328,8 +347,13 @@ def split_argv(argv: Sequence[str]) -> tuple[str | None, list[tuple[str, Any]]]:
 
 def load_recipe(path: str) -> dict[str, Any]:
     """A recipe's mapping; its `env` entry (as in TRL's configs) is exported to the environment."""
-    with open(path) as f:
-        recipe = yaml.safe_load(f) or {}
+    if not Path(path).is_file():
+        raise UsageError(f"recipe file {path} not found")
+    try:
+        with open(path) as f:
+            recipe = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(recipe, dict):
         raise UsageError(f"{path} must hold a YAML mapping of keys to values.")
     env = recipe.pop("env", {}) or {}
@@ -340,11 +364,16 @@ def load_recipe(path: str) -> dict[str, Any]:
     return recipe
 
 
+class _Parser(RaisingParserMixin, TrlParser):
+    """TrlParser whose errors (an invalid choice, a value of the wrong type) raise a one-line `UsageError`, instead of
+    printing the usage of some 180 keys first."""
+
+
 def make_parser(mode: str) -> TrlParser:
     if mode not in MODES:
         raise UsageError(f"Unknown mode {mode!r}; choose one of {sorted(MODES)}.")
     types = (MarginScriptArguments, MODES[mode].config_class, ModelConfig, DatasetMixtureConfig)
-    return TrlParser(types, prog=f"trl-margins {mode}")
+    return _Parser(types, prog=f"trl-margins {mode}")
 
 
 def _disable_half_precision_without_gpu(namespace) -> None:
@@ -376,7 +405,7 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     options = {o[2:].replace("-", "_") for o in parser._option_string_actions if o.startswith("--")}
     for key in recipe:
         if key not in dests:
-            raise _unknown_key_error(key, dests, where)
+            raise _unknown_key_error(key, dests, where, mode)
     argv_out: list[str] = []
     given: set[str] = set()
     for key, value in overrides:
@@ -385,7 +414,7 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
             continue
         key, value = mapped
         if key not in options:
-            raise _unknown_key_error(key, options, "command line")
+            raise _unknown_key_error(key, options, "command line", mode)
         given.add(key)
         if key == "model_init_kwargs" and isinstance(value, str) and value.startswith("{"):
             value = json.dumps(_map_model_init_kwargs(json.loads(value), "command line"))
@@ -412,7 +441,14 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     outputs = []
     for dtype in parser.dataclass_types:
         inputs = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(dtype) if f.init}
-        outputs.append(dtype(**inputs))
+        try:
+            outputs.append(dtype(**inputs))
+        except TrlMarginsError:
+            raise
+        except ValueError as e:
+            # The checks of the argument classes (ours, TRL's, transformers'): a value that the recipe or the command
+            # line set, so a usage error, not a bug
+            raise UsageError(str(e)) from e
     script_args, training_args, model_args, dataset_args = outputs
     if model_args.model_name_or_path is None:
         raise UsageError("Set `model_name_or_path` (a hub id or a local folder).")
@@ -474,6 +510,8 @@ def _load(path: str, name: str | None = None, **kwargs) -> Dataset | DatasetDict
             return load_bundled_pairs(split)
         return DatasetDict({s: load_bundled_pairs(s) for s in VADER_SPLITS})
     suffix = Path(path).suffix
+    if suffix in LOCAL_FORMATS and not Path(path).is_file():  # else `load_dataset` looks for it on the hub
+        raise UsageError(f"dataset file {path} not found")
     if Path(path).is_file() and suffix in LOCAL_FORMATS:
         kwargs.setdefault("split", None)
         return load_dataset(LOCAL_FORMATS[suffix], data_files=path, **kwargs)
@@ -934,37 +972,48 @@ def _help(mode: str) -> str:
 
 
 def train_main(mode: str, argv: Sequence[str] | None = None) -> int:
-    """Parse a recipe and overrides for `mode` ("mmpo", "gamma-po" or "reward") and run it. Returns an exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Parse a recipe and overrides for `mode` ("mmpo", "gamma-po" or "reward") and run it. Returns an exit status.
+
+    A configuration or data error (`TrlMarginsError`), found while parsing or during the run, is printed as one line
+    and gives status 2 (the command line or recipe must change) or 1 (the data must); `--debug` re-raises it.
+    """
+    argv, debug = pop_debug_flag(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         print(_help(mode))
         make_parser(mode).print_help()
         return 0
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     try:
-        args = parse_args(mode, argv)
-    except UsageError as e:
-        print(f"trl-margins {mode}: error: {e}", file=sys.stderr)
-        return 2
-    run(mode, *args)
+        run(mode, *parse_args(mode, argv))
+    except TrlMarginsError as e:
+        if debug:
+            raise
+        return report_error(mode, e)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`trl-margins mmpo|gamma-po|reward|evaluate ...`: train with a recipe, or evaluate a trained model."""
+    """`trl-margins mmpo|gamma-po|reward|evaluate|fit-gamma ...`: train with a recipe, evaluate a trained model, or
+    fit `mmpo_gamma` to a dataset's preference probabilities."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = [*MODES, "evaluate"]
+    commands = [*MODES, "evaluate", "fit-gamma"]
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: trl-margins {{{','.join(commands)}}} ...\n")
+        print(f"usage: trl-margins {{{','.join(commands)}}} ... [--debug]\n")
         for mode, spec in MODES.items():
             print(f"  {mode:<10}train: {spec.description}")
         print(f"  {'evaluate':<10}preference accuracy and calibration of a trained model")
+        print(f"  {'fit-gamma':<10}fit mmpo_gamma to a dataset's preference probabilities or votes")
+        print("\nErrors in the command line, recipe or data print one line; --debug shows the traceback instead.")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "evaluate":
         from .evaluate_cli import main as evaluate_main
 
         return evaluate_main(rest)
+    if command == "fit-gamma":
+        from .fit_gamma_cli import main as fit_gamma_main
+
+        return fit_gamma_main(rest)
     if command not in MODES:
         close = difflib.get_close_matches(command, commands, n=1)
         hint = f" Did you mean `{close[0]}`?" if close else ""

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .data import LOCAL_FORMATS
-from .errors import UsageError
+from .errors import RaisingParserMixin, TrlMarginsError, UsageError, pop_debug_flag, report_error
 from .evaluation import (
     ece_label,
     plot_margin_histogram,
@@ -41,10 +41,14 @@ REWARD_TYPES = ("dpo", "simpo")  # `MMPOConfig.reward_type`, not imported: the c
 _DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
 
 
+class ArgumentParser(RaisingParserMixin, argparse.ArgumentParser):
+    """argparse whose errors raise a `UsageError`, which `main` prints as one line (no usage dump)."""
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The arguments of `trl-margins evaluate`, added to ``parser`` (e.g. a subcommand's) or to a new one."""
     if parser is None:
-        parser = argparse.ArgumentParser(
+        parser = ArgumentParser(
             prog="trl-margins evaluate",
             description="Accuracy and calibration (ECE, Brier score, reliability diagram) of a reward model or a "
             "DPO/SimPO policy on preference pairs.",
@@ -130,6 +134,8 @@ def load_preference_dataset(name_or_path: str, split: str | None = None, config:
     if name_or_path == BUNDLED_DATASET:  # the pairs exactly as `trl-margins mmpo` trains and evaluates on them
         return load_bundled_pairs(split or "test")
     path = Path(name_or_path)
+    if path.suffix in LOCAL_FORMATS and not path.is_file():  # else `load_dataset` looks for it on the hub
+        raise UsageError(f"dataset file {path} not found")
     if path.is_file():
         if path.suffix not in LOCAL_FORMATS:
             raise UsageError(f"Can't read {path}: use one of {sorted(LOCAL_FORMATS)}, or a hub dataset name.")
@@ -206,17 +212,15 @@ def _targets(dataset, args: argparse.Namespace) -> tuple[Any, torch.Tensor | Non
             raise UsageError(f"Column {args.prob_column!r} must hold probabilities in [0, 1].")
         return dataset, probs, f"column '{args.prob_column}'"
     if args.gamma is not None:
-        try:
-            dataset = add_margin_column(
-                dataset,
-                score_chosen_column=args.score_chosen_column,
-                score_rejected_column=args.score_rejected_column,
-                margin_column=args.margin_column,
-                negative_margins=args.negative_margins,
-                dataset_name="evaluation",
-            )
-        except ValueError as e:  # a missing column or a bad score: the message says which
-            raise UsageError(str(e)) from e
+        # A missing column or a bad score raises a DataError that says which
+        dataset = add_margin_column(
+            dataset,
+            score_chosen_column=args.score_chosen_column,
+            score_rejected_column=args.score_rejected_column,
+            margin_column=args.margin_column,
+            negative_margins=args.negative_margins,
+            dataset_name="evaluation",
+        )
         margins = torch.tensor(dataset[MARGIN_COLUMN], dtype=torch.float64)
         source = args.margin_column or f"{args.score_chosen_column} - {args.score_rejected_column}"
         return dataset, soft_target_probs(margins, args.gamma).double(), f"sigmoid({args.gamma:g} * ({source}))"
@@ -342,21 +346,29 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `trl-margins evaluate`; ``argv`` without the program and subcommand names."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     for name in ("batch_size", "n_bins", "max_samples", "max_length"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            parser.error(f"--{name} must be >= 1, got {value}.")
+            raise UsageError(f"--{name} must be >= 1, got {value}.")
     if args.gamma is not None and not (math.isfinite(args.gamma) and args.gamma >= 0):
-        parser.error(f"--gamma must be a finite number >= 0, got {args.gamma}.")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        raise UsageError(f"--gamma must be a finite number >= 0, got {args.gamma}.")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `trl-margins evaluate`; ``argv`` without the program and subcommand names. Returns the exit
+    status: a configuration or data error prints one line and gives 2 (usage) or 1 (data); `--debug` re-raises it."""
+    argv, debug = pop_debug_flag(sys.argv[1:] if argv is None else argv)
     try:
+        args = parse_args(argv)
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         run(args)
-    except UsageError as e:
-        parser.error(str(e))  # exits with status 2 and the usage line, like argparse's own errors
+    except TrlMarginsError as e:
+        if debug:
+            raise
+        return report_error("evaluate", e)
     return 0
 
 
