@@ -348,12 +348,9 @@ def test_policy_rewards_need_a_reference(tiny_model_dir):
     assert torch.equal(chosen, torch.zeros(2)) and torch.equal(rejected, torch.zeros(2))
 
 
-def test_encoder_reward_model_without_eos(request):
+def test_encoder_reward_model_without_eos(tiny_bert_dir):
     # BERT-style tokenizers have no EOS (they close with [SEP]): nothing is appended, as in MMPORewardTrainer
-    try:
-        bert_dir = request.getfixturevalue("tiny_bert_dir")
-    except pytest.FixtureLookupError:
-        pytest.skip("needs the tiny_bert_dir fixture")
+    bert_dir = tiny_bert_dir
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     model = AutoModelForSequenceClassification.from_pretrained(bert_dir)
     dataset = make_preference_dataset(5)

@@ -14,7 +14,7 @@ line, `trl-margins <command>: error: <message>`, and exit with
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 DEBUG_FLAG = "--debug"
@@ -46,6 +46,19 @@ def report_error(command: str, error: TrlMarginsError) -> int:
     """Print `error` as the one-line message of `trl-margins <command>`; returns the exit status."""
     print(f"trl-margins {command}: error: {error}", file=sys.stderr)
     return exit_status(error)
+
+
+def run_command(command: str, argv: Sequence[str], body: Callable[[list[str]], object]) -> int:
+    """Run ``body`` on ``argv`` (less `--debug`) as `trl-margins <command>`: 0 when it returns, or a
+    `TrlMarginsError` printed as one line with its exit status; with `--debug` the error is re-raised instead."""
+    argv, debug = pop_debug_flag(argv)
+    try:
+        body(argv)
+    except TrlMarginsError as e:
+        if debug:
+            raise
+        return report_error(command, e)
+    return 0
 
 
 class RaisingParserMixin:

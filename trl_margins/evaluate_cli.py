@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .data import LOCAL_FORMATS
-from .errors import RaisingParserMixin, TrlMarginsError, UsageError, pop_debug_flag, report_error
+from .errors import RaisingParserMixin, UsageError, run_command
 from .evaluation import (
     ece_label,
     plot_margin_histogram,
@@ -360,16 +360,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `trl-margins evaluate`; ``argv`` without the program and subcommand names. Returns the exit
     status: a configuration or data error prints one line and gives 2 (usage) or 1 (data); `--debug` re-raises it."""
-    argv, debug = pop_debug_flag(sys.argv[1:] if argv is None else argv)
-    try:
+
+    def body(argv: list[str]) -> None:
         args = parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         run(args)
-    except TrlMarginsError as e:
-        if debug:
-            raise
-        return report_error("evaluate", e)
-    return 0
+
+    return run_command("evaluate", sys.argv[1:] if argv is None else argv, body)
 
 
 if __name__ == "__main__":

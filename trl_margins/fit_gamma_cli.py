@@ -20,7 +20,7 @@ import torch
 from datasets import Dataset
 
 from .data import _column_values
-from .errors import RaisingParserMixin, TrlMarginsError, UsageError, pop_debug_flag, report_error
+from .errors import RaisingParserMixin, UsageError, run_command
 from .fitting import fit_gamma, preference_probs_from_votes, soft_target_nll
 
 logger = logging.getLogger(__name__)
@@ -143,15 +143,10 @@ def run(args: argparse.Namespace) -> dict[str, float | int | str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `trl-margins fit-gamma`; ``argv`` without the program and subcommand names. Returns the exit
     status: a configuration or data error prints one line and gives 2 (usage) or 1 (data); `--debug` re-raises it."""
-    argv, debug = pop_debug_flag(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(build_parser().parse_args(argv))
-    except TrlMarginsError as e:
-        if debug:
-            raise
-        return report_error("fit-gamma", e)
-    return 0
+    return run_command(
+        "fit-gamma", sys.argv[1:] if argv is None else argv, lambda a: run(build_parser().parse_args(a))
+    )
 
 
 if __name__ == "__main__":
