@@ -7,9 +7,10 @@ import pytest
 import torch
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import DPOConfig, DPOTrainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
-from trl_margins import MMPOConfig, MMPOTrainer
+from trl_margins import MMPOConfig, MMPORewardConfig, MMPORewardTrainer, MMPOTrainer
 from trl_margins.data import MARGIN_COLUMN
 from trl_margins.evaluation import expected_calibration_error
 
@@ -255,3 +256,34 @@ def test_fused_head_is_trls_own(tiny_model_dir, tmp_path, lora):
     mask = batch["completion_mask"][:, 1:]
     fused = (out.log_probs[:, -mask.size(1) :] * mask).sum(dim=1).double()
     np.testing.assert_allclose(fused.numpy(), _completion_logps(trainer.model, batch).numpy(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("dpo", [True, False], ids=["dpo", "reward"])
+def test_length_grouped_batches(tiny_model_dir, tmp_path, dpo):
+    def args(output_dir, **overrides) -> dict:
+        out = base_args(output_dir, train_sampling_strategy="group_by_length", max_steps=4, **overrides)
+        return out if dpo else {k: v for k, v in out.items() if k != "beta"}  # `beta` is a DPO knob
+
+    stock, stock_config = (DPOTrainer, DPOConfig) if dpo else (RewardTrainer, RewardConfig)
+    ours, our_config = (MMPOTrainer, MMPOConfig) if dpo else (MMPORewardTrainer, MMPORewardConfig)
+    # Stock TRL refuses `group_by_length` on preference pairs (transformers infers lengths from `input_ids` only)
+    with pytest.raises(ValueError, match="infer lengths"):
+        stock(
+            tiny_model_dir,
+            args=stock_config(**args(tmp_path / "stock")),
+            train_dataset=make_preference_dataset(16, scores=False),
+        ).train()
+
+    trainer = ours(
+        tiny_model_dir,
+        args=our_config(**args(tmp_path / "ours", mmpo_gamma=1.0)),
+        train_dataset=make_preference_dataset(16),
+    )
+    data = trainer.train_dataset
+    prompt = data["prompt_ids"] if "prompt_ids" in data.column_names else [[]] * len(data)
+    expected = [len(p) + max(len(c), len(r)) for p, c, r in zip(prompt, data["chosen_ids"], data["rejected_ids"])]
+    assert data["length"] == expected
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == expected
+    trainer.train()
+    assert np.isfinite([h["loss"] for h in trainer.state.log_history if "loss" in h]).all()

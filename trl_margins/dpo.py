@@ -29,6 +29,8 @@ from .trainer_utils import (
     CalibrationMixin,
     MarginCollatorMixin,
     add_margins_from_config,
+    add_pair_lengths,
+    extra_signature_columns,
     missing_margins_error,
     with_margin_collator,
 )
@@ -136,12 +138,13 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if self._needs_margins(args):
             dataset = add_margins_from_config(dataset, args, dataset_name)
-        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        return add_pair_lengths(dataset, args)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if MARGIN_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, MARGIN_COLUMN]
+        extra = [c for c in extra_signature_columns(self.args) if c not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *extra]
 
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != MARGIN_COLUMN})

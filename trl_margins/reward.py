@@ -31,6 +31,8 @@ from .trainer_utils import (
     CalibrationMixin,
     MarginCollatorMixin,
     add_margins_from_config,
+    add_pair_lengths,
+    extra_signature_columns,
     missing_margins_error,
     with_margin_collator,
 )
@@ -122,12 +124,13 @@ class MMPORewardTrainer(CalibrationMixin, RewardTrainer):
             dataset = add_margins_from_config(dataset, args, dataset_name)
         if isinstance(processing_class, PreTrainedTokenizerBase) and processing_class.eos_token is None:
             dataset = _tokenize_without_eos(dataset, processing_class, args, dataset_name)
-        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        return add_pair_lengths(dataset, args)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if MARGIN_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, MARGIN_COLUMN]
+        extra = [c for c in extra_signature_columns(self.args) if c not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *extra]
 
     # ---- loss ------------------------------------------------------------------------------------------------------
     def target_probs(self, margins: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Pieces both trainer families (DPO and reward) share: margins through the collator, margins from the config, and
-calibration over a whole evaluation."""
+"""Pieces both trainer families (DPO and reward) share: margins through the collator, margins from the config, pair
+lengths for length-grouped batches, and calibration over a whole evaluation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 import torch
+from datasets import Dataset
 from transformers.trainer_utils import EvalLoopOutput
 
 from .data import MARGIN_COLUMN, add_margin_column
@@ -41,6 +42,36 @@ def add_margins_from_config(dataset, args, dataset_name: str):
         negative_margins=args.negative_margins,
         dataset_name=dataset_name,
     )
+
+
+def add_pair_lengths(dataset, args):
+    """With `train_sampling_strategy="group_by_length"`, give each tokenized pair its length in
+    `args.length_column_name`: the prompt plus the longer completion, which is what the pair costs in a padded batch.
+
+    transformers infers lengths only from an `input_ids` column, which tokenized preference pairs lack, so TRL's own
+    `DPOTrainer` and `RewardTrainer` stop with a `ValueError` on this option. Streamed datasets are left alone
+    (transformers ignores the option for them), and so is a length column the user already has.
+    """
+    if args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, Dataset):
+        return dataset
+    if args.length_column_name in dataset.column_names or "chosen_ids" not in dataset.column_names:
+        return dataset
+    prompted = "prompt_ids" in dataset.column_names  # a reward model's pairs carry the prompt in each completion
+
+    def length(example: dict[str, Any]) -> dict[str, int]:
+        prompt = len(example["prompt_ids"]) if prompted else 0
+        return {args.length_column_name: prompt + max(len(example["chosen_ids"]), len(example["rejected_ids"]))}
+
+    return dataset.map(length, desc="Measuring pair lengths")
+
+
+def extra_signature_columns(args) -> list[str]:
+    """The columns our trainers read beyond TRL's, which `remove_unused_columns` must keep: the margin, and the pair
+    length that `add_pair_lengths` adds."""
+    columns = [MARGIN_COLUMN]
+    if args.train_sampling_strategy == "group_by_length":
+        columns.append(args.length_column_name)
+    return columns
 
 
 def missing_margins_error(collator_name: str) -> ValueError:
