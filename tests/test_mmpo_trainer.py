@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from trl_margins import MMPOConfig, MMPOTrainer
-from trl_margins.data import MARGIN_COLUMN
 from trl_margins.evaluation import expected_calibration_error
+from trl_margins.margins import MARGIN_COLUMN
 
 from .conftest import base_args, make_preference_dataset
 

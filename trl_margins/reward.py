@@ -25,8 +25,8 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
 from .config import MMPORewardConfig, upgrade_config
-from .data import MARGIN_COLUMN
 from .losses import soft_target_loss, soft_target_probs
+from .margins import MARGIN_COLUMN
 from .trainer_utils import (
     CalibrationMixin,
     MarginCollatorMixin,

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from transformers.trainer_utils import EvalLoopOutput
 
-from .data import MARGIN_COLUMN, add_margin_column
 from .evaluation import brier_score, expected_calibration_error
+from .margins import MARGIN_COLUMN, add_margin_column
 
 
 class MarginCollatorMixin:

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 import torch
 from datasets import Dataset
 
-from .data import _column_values
-from .errors import RaisingParserMixin, UsageError, run_command
-from .fitting import fit_gamma, preference_probs_from_votes, soft_target_nll
+from ..errors import RaisingParserMixin, UsageError, run_command
+from ..fitting import fit_gamma, preference_probs_from_votes, soft_target_nll
+from ..loading import load_source
+from ..margins import _column_values
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ def _check_sources(args: argparse.Namespace) -> None:
 def _load_split(name: str, config: str | None, split: str | None) -> tuple[Dataset, str]:
     from datasets import DatasetDict
 
-    from .cli import _load  # the loader of the training commands: local files, the hub, trl_margins:vader
-
-    dataset = _load(name, config)
+    dataset = load_source(name, config)  # the loader of the training commands: local files, the hub, trl_margins:vader
     if not isinstance(dataset, DatasetDict):
         return dataset, split or "train"
     if split is None:
