@@ -11,21 +11,6 @@ from __future__ import annotations
 import importlib
 import warnings
 
-_DOCUMENTED = {
-    name: "adapters"
-    for name in (
-        "DATASET_ADAPTERS",
-        "SHP_MARGIN_TRANSFORMS",
-        "TIE_POLICIES",
-        "ShpMarginTransform",
-        "TiePolicy",
-        "adapt_argilla",
-        "adapt_reward_annotated",
-        "adapt_shp",
-        "adapt_ultrafeedback_binarized",
-        "apply_dataset_adapter",
-    )
-}
 _INTERNAL = {
     "MARGIN_COLUMN": "margins",
     "NEGATIVE_MARGIN_POLICIES": "margins",
@@ -38,17 +23,18 @@ _INTERNAL = {
 
 
 def __getattr__(name: str):
-    module = _DOCUMENTED.get(name) or _INTERNAL.get(name)
-    if module is None:
+    if name in _INTERNAL:
+        return getattr(importlib.import_module(f"trl_margins.{_INTERNAL[name]}"), name)
+    adapters = importlib.import_module("trl_margins.adapters")
+    if name not in adapters.__all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if name in _DOCUMENTED:
-        warnings.warn(
-            f"`trl_margins.data.{name}` moved to `trl_margins.{module}.{name}`; the old path will be removed.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-    return getattr(importlib.import_module(f"trl_margins.{module}"), name)
+    warnings.warn(
+        f"`trl_margins.data.{name}` moved to `trl_margins.adapters.{name}`; the old path will be removed.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(adapters, name)
 
 
 def __dir__() -> list[str]:
-    return sorted([*_DOCUMENTED, *_INTERNAL])
+    return sorted([*importlib.import_module("trl_margins.adapters").__all__, *_INTERNAL])
