@@ -13,6 +13,7 @@ line, `trl-margins <command>: error: <message>`, and exit with
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -67,3 +68,7 @@ class RaisingParserMixin:
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+class ArgumentParser(RaisingParserMixin, argparse.ArgumentParser):
+    """argparse whose errors raise a `UsageError`, which the command's `main` prints as one line (no usage dump)."""

@@ -9,7 +9,7 @@ dropped silently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from datasets import Dataset, Value
 
@@ -92,4 +92,15 @@ def _as_messages(prompt: str, chosen: str, rejected: str, system: str | None = N
         [*head, {"role": "user", "content": prompt}],
         [{"role": "assistant", "content": chosen}],
         [{"role": "assistant", "content": rejected}],
+    )
+
+
+def convert_rows(
+    dataset: Dataset, convert: Callable[[dict, int], dict], adapter: str, keep_columns: Sequence[str]
+) -> Dataset:
+    """`convert(example, row)` on every row, in place of the source's columns (`keep_columns` pass through); an empty
+    dataset stops here. The adapter then fixes the output's columns with `_finish`."""
+    _check_not_empty(dataset, adapter)
+    return dataset.map(
+        convert, with_indices=True, remove_columns=_columns_to_drop(dataset, keep_columns), desc=f"Adapting {adapter}"
     )

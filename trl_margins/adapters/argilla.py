@@ -16,11 +16,10 @@ from ._common import (
     _SCORE_COLUMNS,
     _as_messages,
     _check_adapter_input,
-    _check_not_empty,
-    _columns_to_drop,
     _finish,
     _is_text_column,
     _split_conversation,
+    convert_rows,
 )
 
 logger = logging.getLogger(__name__)
@@ -161,10 +160,7 @@ def adapt_argilla(
             "score_rejected": score_rejected,
         }
 
-    _check_not_empty(dataset, adapter)
-    dataset = dataset.map(
-        convert, with_indices=True, remove_columns=_columns_to_drop(dataset, keep_columns), desc=f"Adapting {adapter}"
-    )
+    dataset = convert_rows(dataset, convert, adapter, keep_columns)
     tied = [i for i, (c, r) in enumerate(zip(dataset["score_chosen"], dataset["score_rejected"])) if c == r]
     if tied and ties == "drop":
         dataset = dataset.select(sorted(set(range(len(dataset))) - set(tied)))

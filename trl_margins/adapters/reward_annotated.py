@@ -11,7 +11,7 @@ from datasets import Dataset
 
 from ..errors import DataError
 from ..margins import _check_number
-from ._common import _SCORE_COLUMNS, _as_messages, _check_adapter_input, _check_not_empty, _columns_to_drop, _finish
+from ._common import _SCORE_COLUMNS, _as_messages, _check_adapter_input, _finish, convert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,5 @@ def adapt_reward_annotated(
             "score_rejected": float(scores[worst]),
         }
 
-    _check_not_empty(dataset, adapter)
-    dataset = dataset.map(
-        convert, with_indices=True, remove_columns=_columns_to_drop(dataset, keep_columns), desc=f"Adapting {adapter}"
-    )
+    dataset = convert_rows(dataset, convert, adapter, keep_columns)
     return _finish(dataset, outputs, keep_columns)

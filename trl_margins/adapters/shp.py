@@ -12,7 +12,7 @@ from datasets import Dataset
 
 from ..errors import DataError, UsageError
 from ..margins import _check_number
-from ._common import _SCORE_COLUMNS, _check_adapter_input, _check_not_empty, _columns_to_drop, _finish
+from ._common import _SCORE_COLUMNS, _check_adapter_input, _finish, convert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +132,7 @@ def adapt_shp(
             "margin": margin,
         }
 
-    _check_not_empty(dataset, adapter)
-    dataset = dataset.map(
-        convert, with_indices=True, remove_columns=_columns_to_drop(dataset, keep_columns), desc=f"Adapting {adapter}"
-    )
+    dataset = convert_rows(dataset, convert, adapter, keep_columns)
     disagreeing = [i for i, m in enumerate(dataset["margin"]) if m < 0]
     if disagreeing:
         # Not fixed here: a swapped label is a fact about the data that the margin policy, not the adapter, handles.

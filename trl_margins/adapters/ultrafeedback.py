@@ -13,11 +13,10 @@ from ..margins import _check_number
 from ._common import (
     _SCORE_COLUMNS,
     _check_adapter_input,
-    _check_not_empty,
-    _columns_to_drop,
     _finish,
     _is_text_column,
     _split_conversation,
+    convert_rows,
 )
 
 
@@ -54,8 +53,5 @@ def adapt_ultrafeedback_binarized(dataset: Dataset, *, keep_columns: Sequence[st
             "score_rejected": _check_number(example["score_rejected"], "score_rejected", idx),
         }
 
-    _check_not_empty(dataset, adapter)
-    dataset = dataset.map(
-        convert, with_indices=True, remove_columns=_columns_to_drop(dataset, keep_columns), desc=f"Adapting {adapter}"
-    )
+    dataset = convert_rows(dataset, convert, adapter, keep_columns)
     return _finish(dataset, outputs, keep_columns)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..errors import RaisingParserMixin, UsageError, run_command
+from ..errors import ArgumentParser, UsageError, run_command
 from ..evaluation import (
     ece_label,
     plot_margin_histogram,
@@ -39,10 +39,6 @@ MODEL_TYPES = ("rm", "dpo", "simpo")
 REWARD_TYPES = ("dpo", "simpo")  # `MMPOConfig.reward_type`, not imported: the config pulls in TRL at start-up
 # Without `--beta`, the default of each objective: TRL's DPOConfig, and SimPO's paper (2.0-2.5 for its base models)
 _DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
-
-
-class ArgumentParser(RaisingParserMixin, argparse.ArgumentParser):
-    """argparse whose errors raise a `UsageError`, which `main` prints as one line (no usage dump)."""
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from trl import DatasetMixtureConfig, ModelConfig, get_peft_config, get_quantiza
 
 from ..adapters import apply_dataset_adapter
 from ..demo import evaluate_command, evaluate_pairs, format_comparison, preference_targets
-from ..errors import TrlMarginsError, UsageError, pop_debug_flag, report_error
+from ..errors import UsageError, run_command
 from ..loading import load_source
 from ..recipes import REMOVED_KEYS, RENAMED_KEYS, _handbook_mixer, _handbook_mixture, _trl_mixture, score_columns
 from .arguments import MODES, MarginScriptArguments, make_parser, parse_args
@@ -210,16 +210,10 @@ def train_main(mode: str, argv: Sequence[str] | None = None) -> int:
     A configuration or data error (`TrlMarginsError`), found while parsing or during the run, is printed as one line
     and gives status 2 (the command line or recipe must change) or 1 (the data must); `--debug` re-raises it.
     """
-    argv, debug = pop_debug_flag(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         print(_help(mode))
         make_parser(mode).print_help()
         return 0
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(mode, *parse_args(mode, argv))
-    except TrlMarginsError as e:
-        if debug:
-            raise
-        return report_error(mode, e)
-    return 0
+    return run_command(mode, argv, lambda rest: run(mode, *parse_args(mode, rest)))
