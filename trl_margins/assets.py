@@ -7,6 +7,8 @@
   into a plain transformers checkpoint in a local cache.
 
 Neither needs the Hugging Face Hub.
+
+Imports `datasets` (and, to convert SmolLM2, transformers), nothing of this package: no trainer, no command line.
 """
 
 from __future__ import annotations

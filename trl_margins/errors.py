@@ -9,6 +9,8 @@ line, `trl-margins <command>: error: <message>`, and exit with
 - 1 for a `DataError`: the dataset's columns or values can't give the pairs the run needs.
 
 `--debug` anywhere on a command line re-raises instead, with the traceback.
+
+Imports nothing of this package, so that every module can use it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ diagram and a histogram of reward margins. `trl_margins.rewards_extraction` comp
 
 The predicted probability of a pair is the Bradley-Terry `sigmoid(r_chosen - r_rejected)`; its target is either a
 soft target `p` (MMPO's `sigmoid(gamma * m)`, or a column of the data) or the hard label 1.
+
+Pure torch (matplotlib only inside the plot functions); imports `losses` only: no trainer, no TRL, no command line.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Pieces both trainer families (DPO and reward) share: margins through the collator, margins from the config, and
-calibration over a whole evaluation."""
+calibration over a whole evaluation.
+
+Imports `margins` and `evaluation`, not the trainers that use it.
+"""
 
 from __future__ import annotations
 
