@@ -136,17 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     if a.command == "build-model":
-        from overhead import build_random_model
+        from helpers import build_random_model
 
         start = time.perf_counter()
         build_random_model(a.path, a.preset)
         print(f"built {a.preset} with random weights in {a.path} ({time.perf_counter() - start:.0f} s)")
         return 0
 
-    from overhead import _quiet_libraries
+    from helpers import quiet_libraries
 
     results: dict[str, Any] = {}
-    with warnings.catch_warnings(), _quiet_libraries():
+    with warnings.catch_warnings(), quiet_libraries():
         warnings.simplefilter("ignore", FutureWarning)
         for name in [s.strip() for s in a.trainers.split(",") if s.strip()]:
             try:

@@ -36,7 +36,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -52,10 +51,13 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script: make `trl_margins` and `tests` importable
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "benchmarks"):  # as a script: `trl_margins`, `tests` and the helpers importable
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-TIME_GOAL = 1.01  # the issue's goal: at most 1% slower per step than the stock trainer
+import overhead_report  # noqa: E402
+from helpers import build_random_model, quiet_libraries  # noqa: E402
+
 MIB = 2**20
 RESULT_MARKER = "OVERHEAD_MEMORY_RESULT "
 
@@ -115,68 +117,6 @@ class Options:
 
 
 # ---- models --------------------------------------------------------------------------------------------------------
-RANDOM_PRESETS: dict[str, dict[str, Any]] = {
-    # Qwen2-0.5B's shape (config.json of Qwen/Qwen2-0.5B), so timings have its FLOPs and memory traffic
-    "qwen2-0.5b": dict(
-        vocab_size=151936,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        rope_theta=1000000.0,
-        tie_word_embeddings=True,
-    ),  # fmt: skip
-    "qwen2-tiny": dict(
-        vocab_size=4096,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-    ),  # fmt: skip
-}
-
-
-def build_random_model(path: str | os.PathLike, preset: str = "qwen2-0.5b", tokenizer_vocab: int = 8192) -> str:
-    """A Qwen2 model of `preset`'s shape with random weights, plus a byte-level BPE tokenizer trained on the VADER
-    sentences (no hub needed), saved to `path`. Random weights time like trained ones; the tokenizer gives VADER text
-    realistic token counts. The model's vocabulary keeps the preset's size, so the LM head costs what it would."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    from trl_margins.assets import load_vader_sentences
-
-    config_kwargs = RANDOM_PRESETS[preset]
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    vocab = min(tokenizer_vocab, config_kwargs["vocab_size"])
-    bpe = trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(load_vader_sentences()["text"], bpe)
-    chatml = (
-        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=chatml
-    )
-    config = Qwen2Config(
-        **config_kwargs, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, dtype="bfloat16"
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    model.save_pretrained(path)  # stored as initialised (float32); callers load it in the dtype they time
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def resolve_model(spec: str, work_dir: str) -> str:
     """`smollm2` (the package's SmolLM2-135M asset), `tiny` (the test suite's 2-layer model), `random:<preset>` (see
     `RANDOM_PRESETS`), or a local checkpoint folder."""
@@ -527,155 +467,11 @@ def _forwarded_flags(opts: Options) -> list[str]:
             *(["--threads", str(opts.threads)] if opts.threads else [])]  # fmt: skip
 
 
-# ---- statistics ----------------------------------------------------------------------------------------------------
-def summarize(times: list[float]) -> dict[str, float]:
-    t = np.asarray(times)
-    q25, q50, q75 = np.percentile(t, [25, 50, 75])
-    return {
-        "n": int(t.size),
-        "median_s": float(q50),
-        "iqr_s": float(q75 - q25),
-        "mad_s": float(np.median(np.abs(t - q50))),
-        "min_s": float(t.min()),
-        "mean_s": float(t.mean()),
-    }
-
-
-def paired_ratio(times: list[float], base: list[float], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Median over rounds of `times[r] / base[r]` (same batch, run side by side), its bootstrap 95% CI, and the
-    verdict on the goal: `met` when the whole CI is <= 1.01, `not met` when all of it is above, else `inconclusive`."""
-    ratios = np.asarray(times) / np.asarray(base)
-    rng = np.random.default_rng(seed)
-    boot = np.median(rng.choice(ratios, size=(resamples, ratios.size), replace=True), axis=1)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    verdict = "met" if high <= TIME_GOAL else "not met" if low > TIME_GOAL else "inconclusive"
-    return {
-        "median": float(np.median(ratios)),
-        "ci95": [float(low), float(high)],
-        "ratio_of_medians": float(np.median(times) / np.median(base)),
-        "goal_le_1.01": verdict,
-    }
-
-
-# ---- report --------------------------------------------------------------------------------------------------------
-def machine_info(device: str) -> dict[str, Any]:
-    import transformers
-    import trl
-
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    info = {
-        "cpu_model": cpu,
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "trl": trl.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def _fmt_ratio(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "-"
-    return f"{r['median']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] {r['goal_le_1.01']}"
-
-
-def markdown_table(report: dict[str, Any]) -> str:
-    mem_kind = "GPU allocated" if report["config"]["device"] == "cuda" else "RSS"
-    lines = [
-        "| trainer | tokens/batch | median step (ms) | IQR (ms) | vs stock TRL: paired ratio [95% CI] | "
-        f"vs margin off (same code) | margin work (us/step, % of step) | peak {mem_kind} in steps (MiB) | "
-        "peak minus stock's / margin-off's (MiB) |",
-        "|---|---:|---:|---:|---|---|---:|---:|---:|",
-    ]
-    for name, v in report["variants"].items():
-        if "step_time" not in v:
-            lines.append(f"| {name} | failed: {v.get('error', '?')} ||||||||")
-            continue
-        st, mem = v["step_time"], v.get("memory") or {}
-        peak = f"{mem['step_peak_mib']:.0f}" if "step_peak_mib" in mem else "-"
-        deltas = [mem.get(f"step_peak_delta_{k}_mib") for k in ("vs_stock", "vs_control")]
-        delta = (
-            " / ".join("-" if d is None else f"{d:+.0f}" for d in deltas)
-            if any(d is not None for d in deltas)
-            else "-"
-        )
-        work = "-"
-        if v.get("margin_work_us") is not None:
-            share = v.get("margin_work_share_of_step")
-            work = f"{v['margin_work_us']:.0f}" + (f" ({share * 100:.2g}%)" if share is not None else "")
-        lines.append(
-            f"| {name} | {v['tokens_per_batch']:.0f} | {st['median_s'] * 1e3:.1f} | {st['iqr_s'] * 1e3:.1f} | "
-            f"{_fmt_ratio(v.get('vs_stock'))} | {_fmt_ratio(v.get('vs_control'))} | {work} | {peak} | {delta} |"
-        )
-    return "\n".join(lines)
-
-
 def build_report(opts: Options, model_path: str, timing: dict[str, Any], memory: dict[str, Any] | None,
                  load_before: tuple[float, ...], started: float) -> dict[str, Any]:  # fmt: skip
-    variants: dict[str, Any] = {}
-    times = timing["times"]
-    for name in opts.variants:
-        v = VARIANTS_BY_NAME[name]
-        entry: dict[str, Any] = {"label": v.label, "baseline": v.baseline, "control": v.control}
-        if name in timing["errors"]:
-            entry["error"] = timing["errors"][name]
-        else:
-            entry.update(
-                trainer_class=timing["trainer_classes"][name],
-                tokens_per_batch=timing["tokens_per_batch"][name],
-                step_time=summarize(times[name]),
-                times_s=times[name],
-                margin_work_us=timing["margin_work_us"][name],
-            )
-            if entry["margin_work_us"] is not None and v.control in times:
-                # The margins' cost as a share of the control's step: precise where the step ratio is noisy
-                entry["margin_work_share_of_step"] = (
-                    entry["margin_work_us"] * 1e-6 / float(np.median(times[v.control]))
-                )
-            for key, other in (("vs_stock", v.baseline), ("vs_control", v.control)):
-                if other in times:
-                    entry[key] = {"against": other, **paired_ratio(times[name], times[other])}
-        if memory is not None and name not in NO_MEMORY:
-            entry["memory"] = mem = memory.get(name) or {}
-            # What the issue asks about: memory beyond the stock trainer's (and beyond our own with the knob off)
-            for key, other in (("vs_stock", v.baseline), ("vs_control", v.control)):
-                other_mem = memory.get(other) or {}
-                if "step_peak_mib" in mem and "step_peak_mib" in other_mem:
-                    mem[f"step_peak_delta_{key}_mib"] = mem["step_peak_mib"] - other_mem["step_peak_mib"]
-        variants[name] = entry
     config = {**asdict(opts), "model_path": model_path, "num_parameters": timing["num_parameters"]}
-    report = {
-        "benchmark": "overhead",
-        "goal": {"max_step_time_ratio": TIME_GOAL, "extra_memory": "none beyond the margin queue"},
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
-        "config": config,
-        "machine": machine_info(opts.device),
-        "load": {
-            "loadavg_before": list(load_before),
-            "loadavg_after": list(os.getloadavg()),
-            "load_1min_during_timing": _range(timing["load_1min_during"]),
-            "process_cpu_utilisation_during_timing": timing["process_cpu_utilisation"],
-            "other_cpu_utilisation_during_timing": timing["other_cpu_utilisation"],
-        },
-        "wall_seconds": time.perf_counter() - started,
-        "variants": variants,
-    }
-    report["table"] = markdown_table(report)
-    return report
-
-
-def _range(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    return {"min": min(values), "median": float(np.median(values)), "max": max(values)}
+    compared = [VARIANTS_BY_NAME[name] for name in opts.variants]
+    return overhead_report.build_report(config, compared, NO_MEMORY, timing, memory, load_before, started)
 
 
 # ---- entry points --------------------------------------------------------------------------------------------------
@@ -728,7 +524,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     opts, a = parse_args(argv)
     threads = torch.get_num_threads()
-    with warnings.catch_warnings(), _quiet_libraries():
+    with warnings.catch_warnings(), quiet_libraries():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
         if opts.threads:
@@ -737,27 +533,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return _run(opts, a)
         finally:
             torch.set_num_threads(threads)
-
-
-@contextlib.contextmanager
-def _quiet_libraries():
-    """Silence transformers' and datasets' logs and progress bars, and put them back as they were afterwards."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    verbosity, hf_bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    ds_bars = datasets.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if hf_bars:
-            hf_logging.enable_progress_bar()
-        if ds_bars:
-            datasets.enable_progress_bars()
 
 
 def _run(opts: Options, a: argparse.Namespace) -> dict[str, Any]:

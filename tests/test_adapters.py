@@ -6,18 +6,17 @@ import math
 import pytest
 from datasets import Dataset, DatasetDict
 
-from trl_margins.data import (
+from trl_margins.adapters import (
     DATASET_ADAPTERS,
-    MARGIN_COLUMN,
     adapt_argilla,
     adapt_reward_annotated,
     adapt_shp,
     adapt_ultrafeedback_binarized,
-    add_margin_column,
     apply_dataset_adapter,
 )
+from trl_margins.margins import MARGIN_COLUMN, add_margin_column
 
-LOGGER = "trl_margins.data"
+LOGGER = "trl_margins.adapters"
 
 
 def _user(text):

@@ -24,6 +24,7 @@ def _load(name: str):
 
 overhead = _load("overhead")
 margin_solve = _load("margin_solve")
+overhead_report = _load("overhead_report")
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +87,11 @@ def test_quick_mode_leaves_the_thread_count_alone():
 
 def test_paired_ratio_verdicts():
     base = [1.0, 1.1, 0.9, 1.2, 1.0]
-    same = overhead.paired_ratio(base, base)
+    same = overhead_report.paired_ratio(base, base)
     assert same["median"] == pytest.approx(1.0) and same["goal_le_1.01"] == "met"
-    slower = overhead.paired_ratio([1.5 * t for t in base], base)
+    slower = overhead_report.paired_ratio([1.5 * t for t in base], base)
     assert slower["median"] == pytest.approx(1.5) and slower["goal_le_1.01"] == "not met"
-    mixed = overhead.paired_ratio([t * f for t, f in zip(base, [0.9, 1.1, 0.95, 1.08, 1.0])], base)
+    mixed = overhead_report.paired_ratio([t * f for t, f in zip(base, [0.9, 1.1, 0.95, 1.08, 1.0])], base)
     assert mixed["goal_le_1.01"] == "inconclusive"
 
 

@@ -8,8 +8,12 @@ import pytest
 import yaml
 from datasets import Dataset
 
-from trl_margins import cli, fit_gamma
-from trl_margins.cli import UsageError, map_key, parse_args, split_argv
+from trl_margins import cli, demo, fit_gamma, recipes
+from trl_margins.assets import BUNDLED_DATASET
+from trl_margins.cli import train
+from trl_margins.cli.arguments import parse_args, split_argv
+from trl_margins.errors import UsageError
+from trl_margins.recipes import map_key
 
 from .conftest import make_preference_dataset
 
@@ -24,8 +28,12 @@ def base(tmp_path, **entries) -> dict:
     return {"model_name_or_path": "unused-model", "output_dir": str(tmp_path / "out"), **entries}
 
 
+# The command line's warnings: old recipe keys (`recipes`) and the parser's own (`cli.arguments`)
+COMMAND_LINE_LOGGERS = ("trl_margins.recipes", "trl_margins.cli.arguments")
+
+
 def cli_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "trl_margins.cli" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name in COMMAND_LINE_LOGGERS and r.levelno == logging.WARNING]
 
 
 # ---- renamed and removed keys --------------------------------------------------------------------------------------
@@ -37,7 +45,7 @@ def cli_warnings(caplog) -> list[str]:
         ("warmup_ratio", 0.3, ("warmup_steps", 0.3)),
         ("warmup_ratio", "0.1", ("warmup_steps", "0.1")),  # a command-line string stays a string
         ("use_flash_attention_2", True, ("attn_implementation", "flash_attention_2")),
-        ("use_flash_attention_2", cli._FLAG, ("attn_implementation", "flash_attention_2")),
+        ("use_flash_attention_2", recipes._FLAG, ("attn_implementation", "flash_attention_2")),
         ("bt_beta", 2.2, ("mmpo_gamma", 2.2)),
         ("preprocessing_num_workers", 12, ("dataset_num_proc", 12)),
         ("hub_model_revision", "main", ("hub_revision", "main")),
@@ -45,7 +53,7 @@ def cli_warnings(caplog) -> list[str]:
     ],
 )
 def test_renamed_keys_warn_once(caplog, key, value, expected):
-    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+    with caplog.at_level(logging.WARNING, logger="trl_margins"):
         assert map_key(key, value, "recipe") == expected
     (message,) = cli_warnings(caplog)
     assert key in message and expected[0] in message and "\n" not in message
@@ -56,7 +64,7 @@ def test_renamed_keys_warn_once(caplog, key, value, expected):
     [("torch_dtype", None), ("torch_dtype", "null"), ("use_flash_attention_2", False), ("max_prompt_length", 512)],
 )
 def test_keys_without_effect_are_dropped_with_a_warning(caplog, key, value):
-    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+    with caplog.at_level(logging.WARNING, logger="trl_margins"):
         assert map_key(key, value, "recipe") is None
     assert len(cli_warnings(caplog)) == 1
 
@@ -79,7 +87,7 @@ def test_trl0_reference_free_is_refused(tmp_path):
 
 
 def test_current_keys_pass_unchanged(caplog):
-    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+    with caplog.at_level(logging.WARNING, logger="trl_margins"):
         assert map_key("beta", 0.1, "recipe") == ("beta", 0.1)
     assert cli_warnings(caplog) == []
 
@@ -93,7 +101,7 @@ def test_split_argv_forms():
     assert overrides == [
         ("beta", "0.1"),
         ("learning_rate", "1e-6"),
-        ("bf16", cli._FLAG),
+        ("bf16", recipes._FLAG),
         ("report_to", ["wandb", "tensorboard"]),
     ]
     assert split_argv(["--config", "r.yml", "--seed=1"]) == ("r.yml", [("seed", "1")])
@@ -132,7 +140,7 @@ def test_recipe_values_and_overrides(tmp_path, caplog):
         env={"TRL_MARGINS_TEST_ENV": "from-recipe"},
         model_init_kwargs={"torch_dtype": "bfloat16"},
     )
-    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+    with caplog.at_level(logging.WARNING, logger="trl_margins"):
         script, args, model, _ = parse_args("mmpo", [recipe, "--beta", "0.2", "--mmpo_gamma=1.5"])
     assert model.dtype == "bfloat16" and model.attn_implementation == "flash_attention_2"
     assert args.warmup_steps == 0.1 and args.eval_strategy == "steps" and args.dataset_num_proc == 2
@@ -199,7 +207,7 @@ def test_demo_recipe_without_arguments(monkeypatch, tmp_path):
     monkeypatch.setattr(trl_margins.assets, "smollm2_path", lambda: str(tmp_path / "smollm2"))
     script, args, model, _ = parse_args("mmpo", [])
     assert model.model_name_or_path == str(tmp_path / "smollm2")
-    assert script.dataset_name == cli.BUNDLED_DATASET and script.preference_eval
+    assert script.dataset_name == BUNDLED_DATASET and script.preference_eval
     assert args.mmpo_gamma == 1.35 and not args.bf16 and not args.gradient_checkpointing
     # Overrides apply to the demo recipe as to any other
     _, args, _, _ = parse_args("mmpo", ["--max_steps", "2"])
@@ -223,7 +231,7 @@ def local_data(tmp_path):
 def splits(tmp_path, mode="mmpo", **entries):
     recipe = write_recipe(tmp_path / "r.yaml", **base(tmp_path), **entries)
     script, args, _, dataset_args = parse_args(mode, [recipe])
-    return cli.load_splits(script, args, dataset_args)
+    return train.load_splits(script, args, dataset_args)
 
 
 def test_dataset_name_folder_and_single_file(tmp_path, local_data):
@@ -296,12 +304,12 @@ def test_preference_targets(tmp_path):
     data = make_preference_dataset(4).add_column("human_pref_prob", [0.6, 0.7, 0.8, 0.9])
     recipe = write_recipe(tmp_path / "r.yaml", **base(tmp_path), mmpo_gamma=0.5, target_prob_column="human_pref_prob")
     script, args, _, _ = parse_args("mmpo", [recipe])
-    targets = cli.preference_targets(data, args, script)
+    targets = demo.preference_targets(data, args, script)
     assert list(targets) == ["hard labels", "MMPO targets (gamma=0.5)", "human_pref_prob"]
     assert targets["human_pref_prob"].tolist() == [0.6, 0.7, 0.8, 0.9]
     script.target_prob_column = "score_chosen"  # scores, not probabilities
     with pytest.raises(UsageError, match="probabilities"):
-        cli.preference_targets(data, args, script)
+        demo.preference_targets(data, args, script)
 
 
 # ---- entry point ---------------------------------------------------------------------------------------------------
@@ -313,7 +321,7 @@ def test_main_commands(capsys, monkeypatch):
     assert cli.main(["reward", "--help"]) == 0
     assert "mmpo_gamma" in capsys.readouterr().out
     seen = []
-    monkeypatch.setattr("trl_margins.evaluate_cli.main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr("trl_margins.cli.evaluate.main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["evaluate", "--model", "m", "--dataset", "d"]) == 0
     assert seen == [["--model", "m", "--dataset", "d"]]
 
@@ -406,7 +414,7 @@ def test_error_path_in_a_subprocess(tmp_path):
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[2])}
     result = subprocess.run(
         [sys.executable, "-m", "trl_margins.cli", "mmpo", "nope.yaml"], capture_output=True, text=True, env=env
     )
@@ -452,7 +460,7 @@ def test_fit_gamma_command(tmp_path, capsys):
 
 
 def test_fit_gamma_on_the_bundled_vader_pairs(capsys):
-    assert cli.main(["fit-gamma", "--dataset", cli.BUNDLED_DATASET, "--prob_column", "human_pref_prob"]) == 0
+    assert cli.main(["fit-gamma", "--dataset", BUNDLED_DATASET, "--prob_column", "human_pref_prob"]) == 0
     out = capsys.readouterr().out
     assert "(train, 4000 pairs)" in out and "mmpo_gamma          1.3272" in out  # the README's number
 
@@ -461,7 +469,7 @@ def test_preference_metrics_json_is_written(tmp_path, tiny_model_dir, local_data
     argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(local_data), "--output_dir", str(tmp_path)]
     argv += ["--max_steps", "1", "--per_device_train_batch_size", "4", "--max_eval_samples", "4", "--max_length"]
     argv += ["32", "--mmpo_gamma", "0.5", "--learning_rate", "1e-3", "--preference_eval", "--disable_tqdm", "true"]
-    report = cli.run("mmpo", *parse_args("mmpo", argv))
+    report = train.run("mmpo", *parse_args("mmpo", argv))
     before, after = report["preference_metrics"]["before"], report["preference_metrics"]["after"]
     # Before training the policy is its own reference (every implicit reward 0): the baseline is its likelihood
     assert "log-likelihood per completion token" in before["rewards"] and "DPO implicit" in after["rewards"]
@@ -473,13 +481,13 @@ def test_preference_metrics_json_is_written(tmp_path, tiny_model_dir, local_data
 
 def test_evaluate_command_reproduces_the_after_numbers(tmp_path, tiny_model_dir, local_data, capsys):
     # One ECE and one accuracy: the command the run prints gives the numbers of its own "after" column
-    from trl_margins import evaluate_cli
+    from trl_margins.cli import evaluate as evaluate_cli
 
     out = tmp_path / "out"
     argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(local_data), "--output_dir", str(out)]
     argv += ["--max_steps", "2", "--per_device_train_batch_size", "4", "--max_eval_samples", "5", "--max_length"]
     argv += ["24", "--mmpo_gamma", "0.5", "--learning_rate", "1e-2", "--preference_eval", "--disable_tqdm", "true"]
-    after = cli.run("mmpo", *parse_args("mmpo", argv))["preference_metrics"]["after"]["metrics"]
+    after = train.run("mmpo", *parse_args("mmpo", argv))["preference_metrics"]["after"]["metrics"]
     printed = capsys.readouterr().out
     assert "ECE (both orders, 15 bins)" in printed
     command = next(line for line in printed.splitlines() if "trl-margins evaluate --model" in line)

@@ -6,7 +6,7 @@ import pytest
 from datasets import Dataset
 
 from trl_margins import MMPOConfig, MMPOTrainer
-from trl_margins.data import MARGIN_COLUMN, add_margin_column
+from trl_margins.margins import MARGIN_COLUMN, add_margin_column
 
 from .conftest import base_args, make_preference_dataset
 
@@ -76,7 +76,7 @@ def test_negative_margin_is_an_error_by_default():
 
 
 def test_negative_margin_swap_exchanges_the_pair_and_logs_the_count(caplog):
-    with caplog.at_level(logging.WARNING, logger="trl_margins.data"):
+    with caplog.at_level(logging.WARNING, logger="trl_margins.margins"):
         ds = add_margin_column(_pairs([1.0, 5.0], [3.0, 4.0]), negative_margins="swap")
     assert "Swapped chosen and rejected in 1 of 2 pairs" in caplog.text
     assert ds[0]["chosen"] == "r0" and ds[0]["rejected"] == "c0"
@@ -85,7 +85,7 @@ def test_negative_margin_swap_exchanges_the_pair_and_logs_the_count(caplog):
 
 
 def test_negative_margin_drop_removes_the_pair_and_logs_the_count(caplog):
-    with caplog.at_level(logging.WARNING, logger="trl_margins.data"):
+    with caplog.at_level(logging.WARNING, logger="trl_margins.margins"):
         ds = add_margin_column(_pairs([1.0, 5.0, 6.0], [3.0, 4.0, 7.0]), negative_margins="drop")
     assert "Dropped 2 of 3 pairs" in caplog.text
     assert ds["prompt"] == ["p1"]

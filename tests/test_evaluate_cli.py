@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from trl_margins.evaluate_cli import main
+from trl_margins.cli.evaluate import main
 from trl_margins.rewards_extraction import as_conversational, policy_rewards, reward_model_scores
 
 from .conftest import make_preference_dataset

@@ -11,8 +11,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
 from trl_margins import MMPOConfig, MMPORewardConfig, MMPORewardTrainer, MMPOTrainer
-from trl_margins.data import MARGIN_COLUMN
 from trl_margins.evaluation import expected_calibration_error
+from trl_margins.margins import MARGIN_COLUMN
 
 from .conftest import base_args, make_preference_dataset
 

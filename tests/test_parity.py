@@ -20,8 +20,8 @@ from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer
 
 from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOTrainer
-from trl_margins.data import MARGIN_COLUMN
 from trl_margins.dpo import refuse_margins_on_vision_data
+from trl_margins.margins import MARGIN_COLUMN
 
 from .conftest import base_args, make_preference_dataset
 from .test_mmpo_trainer import _completion_logps

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trl_margins.cli import BUNDLED_DATASET, parse_args
+from trl_margins.assets import BUNDLED_DATASET
+from trl_margins.cli.arguments import parse_args
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 ACCELERATE_CONFIGS = RECIPES / "accelerate_configs"
@@ -33,10 +34,11 @@ def test_every_model_folder_has_recipes_and_a_readme():
 
 @pytest.mark.parametrize("recipe", TRAINING_RECIPES, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_recipe_parses_without_renamed_keys(recipe, caplog):
-    with caplog.at_level(logging.WARNING, logger="trl_margins.cli"):
+    with caplog.at_level(logging.WARNING, logger="trl_margins"):
         script, args, model, dataset_args = parse(recipe)
     # Our recipes are written in current keys: the only warning is the CPU fallback of this test machine
-    warnings = [r.getMessage() for r in caplog.records if r.name == "trl_margins.cli" and r.levelno >= logging.WARNING]
+    loggers = ("trl_margins.recipes", "trl_margins.cli.arguments")
+    warnings = [r.getMessage() for r in caplog.records if r.name in loggers and r.levelno >= logging.WARNING]
     assert all("No GPU" in w for w in warnings), warnings
     assert model.dtype == "bfloat16" and model.model_name_or_path
     assert script.dataset_name not in (None, BUNDLED_DATASET) and script.dataset_adapter is not None

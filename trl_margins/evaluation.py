@@ -6,6 +6,8 @@ diagram and a histogram of reward margins. `trl_margins.rewards_extraction` comp
 
 The predicted probability of a pair is the Bradley-Terry `sigmoid(r_chosen - r_rejected)`; its target is either a
 soft target `p` (MMPO's `sigmoid(gamma * m)`, or a column of the data) or the hard label 1.
+
+Pure torch (matplotlib only inside the plot functions); imports `losses` only: no trainer, no TRL, no command line.
 """
 
 from __future__ import annotations
@@ -296,6 +298,16 @@ def _figure(**kwargs):
     return Figure(**kwargs)
 
 
+def _save_counts_figure(fig, ax, path: str | Path) -> Path:
+    """Finish a figure whose `ax` counts things (a light grid, whole-number ticks) and save it as a PNG at `path`."""
+    ax.grid(alpha=0.3, axis="y")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def plot_reliability_diagram(metrics: Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:
     """Save a reliability diagram of `preference_metrics`' output as a PNG (needs matplotlib).
 
@@ -340,13 +352,7 @@ def plot_reliability_diagram(metrics: Mapping[str, Any], path: str | Path, title
             ax_count.annotate(str(count), (left + width / 2, count), ha="center", va="bottom", fontsize=7)
     ax_count.set(ylabel="Predictions\nper bin", ylim=(0, max(counts) * 1.25 or 1))
     ax_count.set_xlabel("Predicted P(a preferred to b) = sigmoid(r_a - r_b)")
-    ax_count.grid(alpha=0.3, axis="y")
-    ax_count.yaxis.get_major_locator().set_params(integer=True)
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save_counts_figure(fig, ax_count, path)
 
 
 def plot_margin_histogram(
@@ -402,10 +408,4 @@ def plot_margin_histogram(
     ax.set(xlabel="Reward margin r_chosen - r_rejected", ylabel="Pairs")
     ax.set_title(f"{title or 'Reward margins'}\n{n} pairs", fontsize=10)
     ax.legend(loc="best", fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save_counts_figure(fig, ax, path)

@@ -16,6 +16,8 @@ The fit assumes what MMPO's targets assume: one gamma for the whole dataset, and
 with the Bradley-Terry probability of the margin. It says nothing about gamma when the labels are hard (every
 `q_i` is 1): the likelihood then keeps improving as gamma grows, and `fit_gamma` refuses (see the README, "Choosing
 `mmpo_gamma`", for the values the papers used instead).
+
+Pure torch; imports `errors` only: no trainer, no TRL, no command line.
 """
 
 from __future__ import annotations

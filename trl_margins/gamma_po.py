@@ -3,6 +3,8 @@ Algorithm 2, Appendix C), on DPO or SimPO rewards, alone or with MMPO soft targe
 
 `GammaPOTrainer` is `MMPOTrainer` with one knob turned: `target_margins` returns `gamma_i` instead of nothing. The
 forward, reference handling, data path and metrics are MMPOTrainer's.
+
+A thin subclass: the math is `losses.dynamic_target_margins` and the queue `margin_queue`; nothing of the command line.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ buffer with host-side bookkeeping (its size and write position follow from tenso
 the device, and a push waits once, to count the finite gaps it keeps, since a NaN or infinite gap never enters), holds
 the gaps of the *global* batch in distributed training (every rank pushes the same gathered gaps, so all ranks hold
 the same queue), and has a state that checkpoints save and resumes restore, sampling generator included.
+
+Pure torch, imports nothing of this package: no trainer (the trainer saves and restores it).
 """
 
 from __future__ import annotations

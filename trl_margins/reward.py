@@ -9,6 +9,8 @@ same rewards: `soft_target_loss(r_w - r_l [- margin], sigmoid(mmpo_gamma * m))`,
 evaluation) is TRL's code, with three small additions: the margin column survives to the loss (signature columns and a
 collator subclass, as in `dpo.py`), encoder tokenizers without an EOS token are tokenized without one, and evaluation
 reports the calibration of `sigmoid(r_w - r_l)` against the targets over the whole evaluation set.
+
+A thin subclass: the math is in `losses`; nothing of the command line or the dataset adapters.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
 from .config import MMPORewardConfig, upgrade_config
-from .data import MARGIN_COLUMN
 from .losses import soft_target_loss, soft_target_probs
+from .margins import MARGIN_COLUMN
 from .trainer_utils import (
     CalibrationMixin,
     MarginCollatorMixin,

@@ -1,5 +1,8 @@
 """Pieces both trainer families (DPO and reward) share: margins through the collator, margins from the config, pair
-lengths for length-grouped batches, and calibration over a whole evaluation."""
+lengths for length-grouped batches, and calibration over a whole evaluation.
+
+Imports `margins` and `evaluation`, not the trainers that use it.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import torch
 from datasets import Dataset
 from transformers.trainer_utils import EvalLoopOutput
 
-from .data import MARGIN_COLUMN, add_margin_column
 from .evaluation import brier_score, expected_calibration_error
+from .margins import MARGIN_COLUMN, add_margin_column
 
 
 class MarginCollatorMixin:

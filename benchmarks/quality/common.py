@@ -182,6 +182,15 @@ def parse_benchmark_args(
     return args, argv, args.out / result_file, args.figures or args.out.parent / "figures"
 
 
+def redraw_figures(args, out_path: Path, figures: Path, draw_figures) -> dict[str, Any] | None:
+    """With `--figures-only`: the saved results, their figures drawn again by `draw_figures`; None for a real run."""
+    if not args.figures_only:
+        return None
+    results = load_results(out_path)
+    draw_figures(results, figures)
+    return results
+
+
 def command_line(benchmark: str, argv: Sequence[str]) -> str:
     """The command that reproduces a result file, as recorded in it."""
     return "PYTHONPATH=. python " + shlex.join([f"benchmarks/quality/{benchmark}.py", *argv])

@@ -28,7 +28,6 @@ TRL's own `precompute_ref_log_probs` would redo them in each run).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import tempfile
@@ -39,6 +38,14 @@ from typing import Any
 
 import common
 import torch
+from policy_eval import (
+    NOVEL_PROMPTS,
+    SHIPPED_PROMPTS,
+    ReferenceLogps,
+    conversational,
+    generation_eval,
+    preference_eval,
+)
 
 # MMPO's rationality coefficient: the fit of sigmoid(gamma * margin) to the empirical human preference probability of
 # all training pairs (soft-target cross-entropy minimised at 1.327; `trl_margins.fit_gamma`), so that the soft targets
@@ -47,20 +54,6 @@ MMPO_GAMMA = 1.33
 DPO_BETA = 0.1
 SIMPO_BETA = 2.5  # SimPO's beta for Mistral/Llama-3 Instruct; gamma0 = 0.5 * 2.5 = 1.25 (the package default ratio)
 MAX_SENTENCE_TOKENS = 24
-
-SHIPPED_PROMPTS = (
-    "Write a positive tweet.",
-    "Write a positive one-sentence movie review.",
-    "Write a positive one-sentence review of an electronics product.",
-    "Write a positive sentence for a newspaper editorial.",
-)
-# Never seen in training: does the learned preference carry over to new requests?
-NOVEL_PROMPTS = (
-    "Write a positive one-sentence review of a restaurant.",
-    "Write a positive sentence about your neighbourhood.",
-    "Write a positive one-sentence book review.",
-    "Write a positive sentence about a hotel you stayed in.",
-)
 
 
 @dataclass(frozen=True)
@@ -130,89 +123,6 @@ def fit_train_gamma() -> float:
 
     rows = common.select_pairs("train", None)
     return fit_gamma([r["margin"] for r in rows], [r["human_pref_prob"] for r in rows])
-
-
-def chat_prompt(prompt: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": ""}, {"role": "user", "content": prompt}]
-
-
-def conversational(row: dict) -> dict:
-    """A chat-formatted pair, so that training, scoring and generation all use SmolLM2-Instruct's template."""
-    return {
-        **row,
-        "prompt": chat_prompt(row["prompt"]),
-        "chosen": [{"role": "assistant", "content": row["chosen"]}],
-        "rejected": [{"role": "assistant", "content": row["rejected"]}],
-    }
-
-
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
-# ---- log-probabilities of completions ------------------------------------------------------------------------------
-@torch.no_grad()
-def completion_logps(model, tokenizer, rows: list[dict], sizes: Sizes) -> dict[str, torch.Tensor]:
-    """Summed log-probability and token count of each pair's chosen and rejected completion, tokenized and collated
-    exactly as `trl.DPOTrainer` does (through `trl_margins.rewards_extraction`, whose rewards match the trainers')."""
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
-
-    from trl_margins.rewards_extraction import _completion_log_probs, _fused_heads, tokenize_for_policy
-
-    collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=sizes.max_length)
-    parts: dict[str, list[torch.Tensor]] = {"chosen": [], "rejected": [], "chosen_len": [], "rejected_len": []}
-    was_training = model.training
-    model.eval()
-    with _fused_heads(model):
-        for start in range(0, len(rows), 16):
-            batch = collator([tokenize_for_policy(conversational(r), tokenizer) for r in rows[start : start + 16]])
-            with autocast(sizes.bf16):
-                logps, lengths = _completion_log_probs(model, batch)
-            chosen, rejected = logps.float().chunk(2)
-            chosen_len, rejected_len = lengths.chunk(2)
-            for key, value in zip(parts, (chosen, rejected, chosen_len, rejected_len)):
-                parts[key].append(value.cpu())
-    model.train(was_training)
-    return {key: torch.cat(values) for key, values in parts.items()}
-
-
-class ReferenceLogps:
-    """The base model's summed log-probability of each (prompt, sentence), computed once for all runs."""
-
-    def __init__(self, model_path: str, tokenizer, rows: list[dict], sizes: Sizes, cache: Path | None = None):
-        key = common.rows_fingerprint([model_path, rows, sizes.max_length, sizes.bf16])
-        cached = common.load_results(cache) if cache is not None else None
-        if cached is not None and cached["key"] == key:  # shards and resumed runs share one computation
-            self.table = {(p, s): v for p, s, v in cached["table"]}
-            return
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        logps = completion_logps(model, tokenizer, rows, sizes)
-        self.table: dict[tuple[str, str], float] = {}
-        for i, row in enumerate(rows):
-            self.table[(row["prompt"], row["chosen"])] = float(logps["chosen"][i])
-            self.table[(row["prompt"], row["rejected"])] = float(logps["rejected"][i])
-        if cache is not None:
-            common.write_json(cache, {"key": key, "table": [[p, s, v] for (p, s), v in self.table.items()]})
-
-    def attach(self, rows: list[dict]) -> list[dict]:
-        """Rows with TRL's precomputed-reference columns, following each row's own chosen/rejected order."""
-        return [
-            {
-                **r,
-                "ref_chosen_logps": self.table[(r["prompt"], r["chosen"])],
-                "ref_rejected_logps": self.table[(r["prompt"], r["rejected"])],
-            }
-            for r in rows
-        ]
-
-    def of(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        with_ref = self.attach(rows)
-        return (
-            torch.tensor([r["ref_chosen_logps"] for r in with_ref]),
-            torch.tensor([r["ref_rejected_logps"] for r in with_ref]),
-        )
 
 
 # ---- training ------------------------------------------------------------------------------------------------------
@@ -322,89 +232,6 @@ def train_policy(
     return model, info
 
 
-# ---- evaluation ----------------------------------------------------------------------------------------------------
-def preference_eval(
-    model, tokenizer, test_rows: list[dict], method: Method, sizes: Sizes, reference: ReferenceLogps
-) -> dict[str, Any]:
-    from trl_margins.evaluation import preference_metrics
-
-    logps = completion_logps(model, tokenizer, test_rows, sizes)
-    if method.reward == "simpo":  # beta / |y| * log pi(y)
-        chosen = method.beta * logps["chosen"] / logps["chosen_len"].clamp(min=1)
-        rejected = method.beta * logps["rejected"] / logps["rejected_len"].clamp(min=1)
-    else:  # beta * (log pi(y) - log pi_ref(y))
-        ref_chosen, ref_rejected = reference.of(test_rows)
-        chosen = method.beta * (logps["chosen"] - ref_chosen)
-        rejected = method.beta * (logps["rejected"] - ref_rejected)
-    targets = torch.tensor([r["human_pref_prob"] for r in test_rows])
-    return preference_metrics(chosen, rejected, target_probs=targets, n_bins=10)
-
-
-@torch.no_grad()
-def _sequence_logps(model, sequences: torch.Tensor, prompt_len: int, mask: torch.Tensor, bf16: bool) -> torch.Tensor:
-    with autocast(bf16):
-        logits = model(input_ids=sequences, attention_mask=torch.ones_like(sequences)).logits
-    logits = logits[:, prompt_len - 1 : -1].float()
-    logps = torch.log_softmax(logits, dim=-1).gather(-1, sequences[:, prompt_len:, None]).squeeze(-1)
-    return (logps * mask).sum(dim=1)
-
-
-@torch.no_grad()
-def generation_eval(model, tokenizer, prompts: tuple[str, ...], seed: int, sizes: Sizes, peft: bool) -> dict:
-    """Sample completions, score them with VADER and estimate KL(pi || pi_ref) from the same samples."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    analyzer = SentimentIntensityAnalyzer()
-    eos = tokenizer.eos_token_id
-    model.eval()
-    torch.manual_seed(10_000 + seed)  # the same sampling noise for every method of a seed
-    samples = []
-    for prompt in prompts:
-        # One prompt per batch: no padding, so positions match generation exactly
-        ids = tokenizer.apply_chat_template(
-            chat_prompt(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )["input_ids"].repeat(sizes.samples_per_prompt, 1)
-        with autocast(sizes.bf16):
-            out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0,
-                top_p=1.0, max_new_tokens=sizes.max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
-            )  # fmt: skip
-        completion = out[:, ids.shape[1] :]
-        is_eos = (completion == eos).long()
-        mask = ((is_eos.cumsum(dim=1) - is_eos) == 0).float()  # up to and including the first EOS
-        logp = _sequence_logps(model, out, ids.shape[1], mask, sizes.bf16)
-        if peft:
-            with model.disable_adapter():
-                logp_ref = _sequence_logps(model, out, ids.shape[1], mask, sizes.bf16)
-        else:
-            logp_ref = logp
-        for i in range(out.shape[0]):
-            text = tokenizer.decode(completion[i][mask[i].bool()], skip_special_tokens=True).strip()
-            samples.append(
-                {
-                    "prompt": prompt,
-                    "text": text,
-                    "compound": analyzer.polarity_scores(text)["compound"],
-                    "log_ratio": float(logp[i] - logp_ref[i]),
-                    "tokens": int(mask[i].sum()),
-                }
-            )
-
-    def mean(key: str, group: tuple[str, ...] = prompts) -> float:
-        values = [s[key] for s in samples if s["prompt"] in group]
-        return sum(values) / len(values) if values else float("nan")
-
-    return {
-        "vader_compound": mean("compound"),
-        "vader_compound_shipped": mean("compound", SHIPPED_PROMPTS),
-        "vader_compound_novel": mean("compound", NOVEL_PROMPTS),
-        "vader_positive_rate": sum(s["compound"] >= 0.05 for s in samples) / len(samples),
-        "kl": mean("log_ratio"),
-        "completion_tokens": mean("tokens"),
-        "examples": samples[:: sizes.samples_per_prompt],  # the first sample of each prompt, to eyeball
-    }
-
-
 # ---- the benchmark -------------------------------------------------------------------------------------------------
 def resolve_model(quick: bool) -> str:
     if quick:
@@ -451,10 +278,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args, argv, out_path, figures = common.parse_benchmark_args(parser, argv, "policy.json")
     if args.merge:
         return merge(args.merge, out_path, figures, argv)
-    if args.figures_only:
-        results = common.load_results(out_path)
-        draw_figures(results, figures)
-        return results
+    if (redrawn := common.redraw_figures(args, out_path, figures, draw_figures)) is not None:
+        return redrawn
 
     sizes = common.resolve_sizes(args, QUICK_SIZES if args.quick else Sizes())
     started = time.time()

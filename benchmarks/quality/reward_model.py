@@ -163,10 +163,8 @@ METRIC_KEYS = ("accuracy", "ece", "brier", "nll", "mean_margin")
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.benchmark_parser(__doc__.split("\n\n")[0], "reward_model.json", METHODS, "BERT")
     args, argv, out_path, figures = common.parse_benchmark_args(parser, argv, "reward_model.json")
-    if args.figures_only:
-        results = common.load_results(out_path)
-        draw_figures(results, figures)
-        return results
+    if (redrawn := common.redraw_figures(args, out_path, figures, draw_figures)) is not None:
+        return redrawn
 
     sizes = common.resolve_sizes(args, QUICK_SIZES if args.quick else Sizes())
     started = time.time()

@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 
-from .data import LOCAL_FORMATS
-from .errors import RaisingParserMixin, UsageError, run_command
-from .evaluation import (
+from ..errors import ArgumentParser, UsageError, run_command
+from ..evaluation import (
     ece_label,
     plot_margin_histogram,
     plot_reliability_diagram,
@@ -32,6 +31,7 @@ from .evaluation import (
     rewardbench_section_scores,
     subset_metrics,
 )
+from ..loading import load_preference_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ MODEL_TYPES = ("rm", "dpo", "simpo")
 REWARD_TYPES = ("dpo", "simpo")  # `MMPOConfig.reward_type`, not imported: the config pulls in TRL at start-up
 # Without `--beta`, the default of each objective: TRL's DPOConfig, and SimPO's paper (2.0-2.5 for its base models)
 _DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
-
-
-class ArgumentParser(RaisingParserMixin, argparse.ArgumentParser):
-    """argparse whose errors raise a `UsageError`, which `main` prints as one line (no usage dump)."""
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -124,34 +120,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-# ---- loading -------------------------------------------------------------------------------------------------------
-def load_preference_dataset(name_or_path: str, split: str | None = None, config: str | None = None):
-    """A local file (by extension) or a hub dataset, as one `datasets.Dataset`."""
-    from datasets import DatasetDict, load_dataset
-
-    from .assets import BUNDLED_DATASET, load_bundled_pairs
-
-    if name_or_path == BUNDLED_DATASET:  # the pairs exactly as `trl-margins mmpo` trains and evaluates on them
-        return load_bundled_pairs(split or "test")
-    path = Path(name_or_path)
-    if path.suffix in LOCAL_FORMATS and not path.is_file():  # else `load_dataset` looks for it on the hub
-        raise UsageError(f"dataset file {path} not found")
-    if path.is_file():
-        if path.suffix not in LOCAL_FORMATS:
-            raise UsageError(f"Can't read {path}: use one of {sorted(LOCAL_FORMATS)}, or a hub dataset name.")
-        if split not in (None, "train"):
-            logger.warning("A single local file has one split; ignoring --split %s.", split)
-        return load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
-    dataset = load_dataset(name_or_path, config, split=split)
-    if isinstance(dataset, DatasetDict):
-        if len(dataset) == 1:
-            return next(iter(dataset.values()))
-        if "test" in dataset:
-            return dataset["test"]
-        raise UsageError(f"{name_or_path} has splits {sorted(dataset)}: choose one with --split.")
-    return dataset
-
-
 def _model_kind(args: argparse.Namespace) -> tuple[str, str | None]:
     """``(model_type, base model of a PEFT adapter or None)``, from the flags or the model's config."""
     from transformers import AutoConfig
@@ -199,8 +167,8 @@ def _load(model_id: str, kind: str, is_adapter: bool, dtype, device: str):
 
 def _targets(dataset, args: argparse.Namespace) -> tuple[Any, torch.Tensor | None, str]:
     """``(dataset, target probabilities or None, description)``. May swap or drop pairs (``--negative_margins``)."""
-    from .data import MARGIN_COLUMN, add_margin_column
-    from .losses import soft_target_probs
+    from ..losses import soft_target_probs
+    from ..margins import MARGIN_COLUMN, add_margin_column
 
     if args.prob_column is not None and args.gamma is not None:
         raise UsageError("Give either --prob_column or --gamma, not both.")
@@ -232,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as `main` does, from parsed arguments; returns what it writes to ``metrics.json``."""
     from transformers import AutoTokenizer
 
-    from .rewards_extraction import as_conversational, policy_rewards, reward_model_scores
+    from ..rewards_extraction import as_conversational, policy_rewards, reward_model_scores
 
     if not args.no_plots:
         try:  # fail before the (long) scoring, not after it

@@ -19,15 +19,12 @@ from collections.abc import Sequence
 import torch
 from datasets import Dataset
 
-from .data import _column_values
-from .errors import RaisingParserMixin, UsageError, run_command
-from .fitting import fit_gamma, preference_probs_from_votes, soft_target_nll
+from ..errors import ArgumentParser, UsageError, run_command
+from ..fitting import fit_gamma, preference_probs_from_votes, soft_target_nll
+from ..loading import load_source
+from ..margins import _column_values
 
 logger = logging.getLogger(__name__)
-
-
-class ArgumentParser(RaisingParserMixin, argparse.ArgumentParser):
-    """argparse whose errors raise a `UsageError`, which `main` prints as one line (no usage dump)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +76,7 @@ def _check_sources(args: argparse.Namespace) -> None:
 def _load_split(name: str, config: str | None, split: str | None) -> tuple[Dataset, str]:
     from datasets import DatasetDict
 
-    from .cli import _load  # the loader of the training commands: local files, the hub, trl_margins:vader
-
-    dataset = _load(name, config)
+    dataset = load_source(name, config)  # the loader of the training commands: local files, the hub, trl_margins:vader
     if not isinstance(dataset, DatasetDict):
         return dataset, split or "train"
     if split is None:
@@ -95,20 +90,20 @@ def run(args: argparse.Namespace) -> dict[str, float | int | str]:
     """Fit as `main` does, from parsed arguments; prints the report and returns its numbers."""
     _check_sources(args)
     dataset, split = _load_split(args.dataset, args.dataset_config, args.split)
+
+    def column(name: str) -> torch.Tensor:
+        return torch.tensor(_column_values(dataset, name), dtype=torch.float64)
+
     if args.margin_column is not None:
-        margins = torch.tensor(_column_values(dataset, args.margin_column), dtype=torch.float64)
-        margin_source = args.margin_column
+        margins, margin_source = column(args.margin_column), args.margin_column
     else:
-        chosen = torch.tensor(_column_values(dataset, args.score_chosen_column), dtype=torch.float64)
-        rejected = torch.tensor(_column_values(dataset, args.score_rejected_column), dtype=torch.float64)
-        margins, margin_source = chosen - rejected, f"{args.score_chosen_column} - {args.score_rejected_column}"
+        margins = column(args.score_chosen_column) - column(args.score_rejected_column)
+        margin_source = f"{args.score_chosen_column} - {args.score_rejected_column}"
     weights = None
     if args.prob_column is not None:
-        probs = torch.tensor(_column_values(dataset, args.prob_column), dtype=torch.float64)
-        target_source = args.prob_column
+        probs, target_source = column(args.prob_column), args.prob_column
     else:
-        votes_chosen = torch.tensor(_column_values(dataset, args.votes_chosen_column), dtype=torch.float64)
-        votes_rejected = torch.tensor(_column_values(dataset, args.votes_rejected_column), dtype=torch.float64)
+        votes_chosen, votes_rejected = column(args.votes_chosen_column), column(args.votes_rejected_column)
         probs = preference_probs_from_votes(votes_chosen, votes_rejected)
         weights = votes_chosen + votes_rejected if args.weight_by_votes else None
         target_source = f"the share of votes in {args.votes_chosen_column} vs {args.votes_rejected_column}"

@@ -1,0 +1,219 @@
+"""`trl-margins mmpo|gamma-po|reward`: one training script for MMPO, gamma-PO and MMPO reward models, driven by
+alignment-handbook style recipes.
+
+`examples/run_mmpo.py`, `examples/run_gamma_po.py`, `examples/run_mmpo_rm.py` and the `trl-margins` console command are
+thin wrappers around `train_main`. The arguments come from `trl_margins.cli.arguments`; this module loads the splits
+they name, builds the trainer of the mode (`MODES`), trains (resuming from the last checkpoint), saves, and runs the
+evaluations the recipe asks for, `preference_eval` included (`trl_margins.demo`).
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict, IterableDataset
+from transformers import AutoTokenizer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import DatasetMixtureConfig, ModelConfig, get_peft_config, get_quantization_config
+
+from ..adapters import apply_dataset_adapter
+from ..demo import evaluate_command, evaluate_pairs, format_comparison, preference_targets
+from ..errors import UsageError, run_command
+from ..loading import load_source
+from ..recipes import REMOVED_KEYS, RENAMED_KEYS, _handbook_mixer, _handbook_mixture, _trl_mixture, score_columns
+from .arguments import MODES, MarginScriptArguments, make_parser, parse_args
+
+logger = logging.getLogger(__name__)
+
+
+# ---- data -----------------------------------------------------------------------------------------------------------
+def load_splits(
+    script_args: MarginScriptArguments, training_args: TrainingArguments, dataset_args: DatasetMixtureConfig
+) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset | None]:
+    """The train and evaluation splits, from whichever dataset source the arguments name, after the adapter."""
+    needed = score_columns(training_args, script_args)
+    train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
+    if dataset_args.datasets:
+        dataset, train_split, test_split = _trl_mixture(dataset_args, needed), "train", "test"
+    elif script_args.dataset_mixture is not None:
+        mixture, streaming = script_args.dataset_mixture, script_args.dataset_streaming
+        dataset, train_split, test_split = _handbook_mixture(mixture, needed, streaming), "train", "test"
+    elif script_args.dataset_mixer is not None:
+        dataset, train_split, test_split = _handbook_mixer(script_args), "train", "test"
+    elif script_args.dataset_name is not None:
+        dataset = load_source(
+            script_args.dataset_name, script_args.dataset_config, streaming=script_args.dataset_streaming
+        )
+    else:
+        raise UsageError("Name a dataset: `dataset_name`, `dataset_mixture`, `dataset_mixer` or TRL's `datasets`.")
+    if isinstance(dataset, (Dataset, IterableDataset)):  # a single local file: one split
+        dataset = DatasetDict({train_split: dataset})
+    if train_split not in dataset:
+        raise UsageError(f"The dataset has no split {train_split!r}; its splits are {sorted(dataset)}.")
+    train, test = dataset[train_split], dataset.get(test_split)
+
+    adapter_kwargs = script_args.dataset_adapter_kwargs or {}
+    train = apply_dataset_adapter(script_args.dataset_adapter, train, **adapter_kwargs)
+    if test is not None:
+        test = apply_dataset_adapter(script_args.dataset_adapter, test, **adapter_kwargs)
+    train = _head(train, script_args.max_train_samples)
+    test = _head(test, script_args.max_eval_samples)
+    if script_args.conversational:
+        from ..rewards_extraction import as_conversational
+
+        train = train.map(as_conversational)
+        test = test.map(as_conversational) if test is not None else None
+    return train, test
+
+
+def _head(dataset, n: int | None):
+    if dataset is None or n is None:
+        return dataset
+    if isinstance(dataset, IterableDataset):
+        return dataset.take(n)
+    return dataset.select(range(min(n, len(dataset))))
+
+
+# ---- the run --------------------------------------------------------------------------------------------------------
+def _setup_logging(training_args: TrainingArguments) -> None:
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S")
+    level = training_args.get_process_log_level()
+    logging.getLogger("trl_margins").setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def _tokenizer(model_args: ModelConfig, script_args: MarginScriptArguments, training_args: TrainingArguments):
+    tokenizer = AutoTokenizer.from_pretrained(
+        script_args.tokenizer_name_or_path or model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    if script_args.chat_template is not None:
+        tokenizer.chat_template = script_args.chat_template
+    return tokenizer
+
+
+def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint in `output_dir`), save, evaluate. Returns what it reports."""
+    started = time.monotonic()
+    _setup_logging(training_args)
+    set_seed(training_args.seed)
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and not script_args.overwrite_output_dir and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            logger.warning("Resuming from the last checkpoint in the output folder, %s.", checkpoint)
+
+    model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    model_init_kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = model_init_kwargs
+    if mode == "reward" and model_args.use_peft and model_args.lora_task_type == "CAUSAL_LM":
+        logger.info("A reward model is a sequence classifier: LoRA task type SEQ_CLS.")
+        model_args.lora_task_type = "SEQ_CLS"
+
+    tokenizer = _tokenizer(model_args, script_args, training_args)
+    train_dataset, eval_dataset = load_splits(script_args, training_args, dataset_args)
+    wants_eval = training_args.eval_strategy != "no"
+    if (wants_eval or script_args.preference_eval) and eval_dataset is None:
+        raise UsageError(
+            f"Evaluation needs a `{script_args.dataset_test_split}` split, which the dataset lacks: name one with "
+            "`dataset_test_split`, or set `eval_strategy: no` (and `preference_eval: false`)."
+        )
+
+    trainer = MODES[mode].trainer_class(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if wants_eval else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+    )
+    if script_args.ignore_bias_buffers:  # torch distributed hack, as in TRL's scripts
+        trainer.model._ddp_params_and_buffers_to_ignore = [
+            name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
+        ]
+    main_process = trainer.accelerator.is_main_process
+    report: dict[str, Any] = {"mode": mode, "output_dir": training_args.output_dir, "resumed_from": checkpoint}
+
+    targets, before = {}, None
+    if script_args.preference_eval:
+        targets = preference_targets(eval_dataset, training_args, script_args)
+        if main_process:
+            print(f"Scoring {len(eval_dataset)} held-out pairs before training.")
+        reference: dict[str, torch.Tensor] = {}  # the initial policy's log-probs: the DPO reference's
+        before = evaluate_pairs(trainer, eval_dataset, mode, targets, before_training=True, reference=reference)
+
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = train_result.metrics
+    metrics["train_samples"] = len(train_dataset) if isinstance(train_dataset, Dataset) else None
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    trainer.save_model(training_args.output_dir)
+    report["train"] = metrics
+
+    if wants_eval:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        report["eval"] = metrics
+    if script_args.preference_eval:
+        after = evaluate_pairs(trainer, eval_dataset, mode, targets, before_training=False, reference=reference)
+        report["preference_metrics"] = {"before": before, "after": after}
+        if main_process:
+            with open(os.path.join(training_args.output_dir, "preference_metrics.json"), "w") as f:
+                json.dump(report["preference_metrics"], f, indent=2)
+            print(format_comparison(before, after, f"Held-out preference metrics ({len(eval_dataset)} pairs):"))
+            command = evaluate_command(mode, script_args, training_args, model_args)
+            if command is not None:
+                print(f"The same 'after' numbers from the saved model: {command}")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    if main_process:
+        minutes = (time.monotonic() - started) / 60
+        print(f"Model saved to {os.path.abspath(training_args.output_dir)} ({minutes:.1f} min in all).")
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish the trackers and the process group
+        trainer.end()
+    return report
+
+
+# ---- entry points ---------------------------------------------------------------------------------------------------
+def _help(mode: str) -> str:
+    return (
+        f"usage: trl-margins {mode} [RECIPE.yaml | --config RECIPE.yaml] [--key value | --key=value ...]\n\n"
+        f"{MODES[mode].description}. With neither a recipe nor a model or dataset, runs the offline demo\n"
+        "(SmolLM2-135M-Instruct on the bundled VADER pairs, CPU-sized).\n"
+        "Renamed keys are mapped with a warning: "
+        + ", ".join(f"{old} -> {new}" for old, (new, _) in RENAMED_KEYS.items())
+        + f".\nIgnored keys: {', '.join(REMOVED_KEYS)}.\n\nKeys (TRL's argument classes plus this package's):"
+    )
+
+
+def train_main(mode: str, argv: Sequence[str] | None = None) -> int:
+    """Parse a recipe and overrides for `mode` ("mmpo", "gamma-po" or "reward") and run it. Returns an exit status.
+
+    A configuration or data error (`TrlMarginsError`), found while parsing or during the run, is printed as one line
+    and gives status 2 (the command line or recipe must change) or 1 (the data must); `--debug` re-raises it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(_help(mode))
+        make_parser(mode).print_help()
+        return 0
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    return run_command(mode, argv, lambda rest: run(mode, *parse_args(mode, rest)))
