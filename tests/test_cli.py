@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import shlex
 
 import pytest
@@ -425,7 +426,6 @@ def test_error_path_in_a_subprocess(tmp_path):
 
 # ---- fit-gamma -----------------------------------------------------------------------------------------------------
 def test_fit_gamma_command(tmp_path, capsys):
-    import math
 
     margins = [0.5, 1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 6.0]
     rows = [

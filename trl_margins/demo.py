@@ -199,8 +199,23 @@ def evaluate_pairs(
     return {"rewards": kind, "metrics": metrics}
 
 
-def format_comparison(before: dict[str, Any], after: dict[str, Any], title: str) -> str:
-    """The before/after table printed at the end of a run, from two `evaluate_pairs` results."""
+def constant_half(targets: dict, num_pairs: int, n_bins: int = 15) -> dict[str, Any]:
+    """`evaluate_pairs`'s result for a predictor with no model, which says 1/2 for every pair: the floor a trained
+    model must beat. Its ECE is 0 (counted in both orders it is perfectly calibrated), its accuracy 1/2, and its Brier
+    score against soft targets ``mean((p - 1/2)^2)``: small margins look calibrated, and only the Brier score shows
+    whether they also rank and separate the pairs."""
+    from .evaluation import preference_metrics
+
+    zeros = torch.zeros(num_pairs, dtype=torch.float64)
+    metrics = {name: preference_metrics(zeros, zeros, t, n_bins=n_bins) for name, t in targets.items()}
+    return {"rewards": "1/2 for every pair (no model)", "metrics": metrics}
+
+
+def format_comparison(
+    before: dict[str, Any], after: dict[str, Any], title: str, floor: dict[str, Any] | None = None
+) -> str:
+    """The before/after table printed at the end of a run, from two `evaluate_pairs` results, with the
+    `constant_half` predictor's numbers beside them when ``floor`` is given."""
     from .evaluation import ece_label
 
     before_metrics, after_metrics = before["metrics"], after["metrics"]
@@ -212,11 +227,21 @@ def format_comparison(before: dict[str, Any], after: dict[str, Any], title: str)
     rows += [(f"Brier vs {name}", name, "brier") for name in soft]
     width = max(len(label) for label, _, _ in rows) + 2
     lines = [title, f"  before: {before['rewards']}", f"  after:  {after['rewards']}"]
-    lines.append(f"  {'':<{width}}{'before':>10}{'after':>10}")
+    columns = [before_metrics, after_metrics]
+    header = f"  {'':<{width}}{'before':>10}{'after':>10}"
+    if floor is not None:
+        lines.append(f"  1/2:    {floor['rewards']}")
+        columns.append(floor["metrics"])
+        header += f"{'1/2':>10}"
+    lines.append(header)
     for label, name, key in rows:
-        lines.append(f"  {label:<{width}}{before_metrics[name][key]:>10.4f}{after_metrics[name][key]:>10.4f}")
+        lines.append(f"  {label:<{width}}" + "".join(f"{metrics[name][key]:>10.4f}" for metrics in columns))
     ece = ece_label(after_metrics["hard labels"])
     lines.append(f"  {ece} of sigmoid(reward margin), the same as the trainers' mmpo/ece and `trl-margins evaluate`.")
+    if floor is not None:
+        lines.append(
+            "  Lower is better for ECE and Brier; a model beats the 1/2 column only where its Brier is lower."
+        )
     return "\n".join(lines)
 
 

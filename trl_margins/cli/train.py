@@ -22,7 +22,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import DatasetMixtureConfig, ModelConfig, get_peft_config, get_quantization_config
 
 from ..adapters import apply_dataset_adapter
-from ..demo import evaluate_command, evaluate_pairs, format_comparison, preference_targets
+from ..demo import constant_half, evaluate_command, evaluate_pairs, format_comparison, preference_targets
 from ..errors import UsageError, run_command
 from ..loading import load_source
 from ..recipes import REMOVED_KEYS, RENAMED_KEYS, _handbook_mixer, _handbook_mixture, _trl_mixture, score_columns
@@ -174,11 +174,13 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
         report["eval"] = metrics
     if script_args.preference_eval:
         after = evaluate_pairs(trainer, eval_dataset, mode, targets, before_training=False, reference=reference)
-        report["preference_metrics"] = {"before": before, "after": after}
+        floor = constant_half(targets, len(eval_dataset), getattr(training_args, "calibration_bins", 15))
+        report["preference_metrics"] = {"before": before, "after": after, "constant_half": floor}
         if main_process:
             with open(os.path.join(training_args.output_dir, "preference_metrics.json"), "w") as f:
                 json.dump(report["preference_metrics"], f, indent=2)
-            print(format_comparison(before, after, f"Held-out preference metrics ({len(eval_dataset)} pairs):"))
+            title = f"Held-out preference metrics ({len(eval_dataset)} pairs):"
+            print(format_comparison(before, after, title, floor))
             command = evaluate_command(mode, script_args, training_args, model_args)
             if command is not None:
                 print(f"The same 'after' numbers from the saved model: {command}")
