@@ -2,7 +2,8 @@
 
 With every knob off (no `mmpo_gamma`, no cDPO `label_smoothing`, DPO rewards, no target margin) `_compute_loss` is
 TRL's own, so every TRL option works unchanged. With a knob on, TRL 1.x's `DPOTrainer` has no per-example loss hook,
-so `_compute_loss` is re-implemented here, short: the policy forward through TRL's fused LM head, the reference
+so `_compute_loss` is re-implemented here, short: the policy forward through TRL's fused LM head (full logits before
+TRL 1.15, as TRL's own loss then; see `trl_compat.py`), the reference
 log-probs through TRL's public `compute_ref_log_probs` (which handles a separate reference model, PEFT's
 adapter-disabled base and no-grad) or TRL's precomputed columns, then the one loss of this package,
 `w_i * soft_target_loss(z - gamma_i, p_i)` (plus RPO's `sft` term, `loss_weights`, WPO weights), and TRL's metrics.
@@ -32,6 +33,7 @@ from .trainer_utils import (
     missing_margins_error,
     with_margin_collator,
 )
+from .trl_compat import tensor_parallel_size, token_outputs
 
 # Batch entries that are not model inputs (TRL's own, plus our margin)
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", MARGIN_COLUMN}
@@ -179,10 +181,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         model_kwargs["use_cache"] = False
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
-        completion_mask = inputs["completion_mask"]
-        shift_completion_mask = completion_mask[..., 1:]
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        shift_completion_mask = inputs["completion_mask"][..., 1:]
+        outputs = token_outputs(model, model_kwargs, inputs["input_ids"], inputs["completion_mask"], metrics=True)
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
         seq_len = shift_completion_mask.size(1)
         per_token_logps = outputs.log_probs[:, -seq_len:]
@@ -240,8 +240,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
 
         if return_outputs:
             warnings.warn(
-                "`return_outputs=True` recomputes the logits with an extra forward pass (the fused LM head builds "
-                "none), like TRL's DPOTrainer.",
+                "`return_outputs=True` recomputes the logits with an extra forward pass (the fused LM head of TRL "
+                "1.15+ builds none), like TRL's DPOTrainer.",
                 FutureWarning,
                 stacklevel=2,
             )
@@ -265,9 +265,9 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         """TRL's token-level metrics: `aux_loss` (MoE), `entropy`, `num_tokens`, `logits/chosen`, `logits/rejected`,
         `mean_token_accuracy`.
 
-        A minimal re-implementation of the metric block of `DPOTrainer._compute_loss` (TRL 1.16), which offers no
-        hook to reuse it: the same sums and ratios, gathered in one transfer. tests/test_parity.py checks each value
-        against TRL's.
+        A minimal re-implementation of the metric block of `DPOTrainer._compute_loss` (the same keys and values in TRL
+        1.9-1.16), which offers no hook to reuse it: the same sums and ratios, gathered in one transfer.
+        tests/test_parity.py checks each value against TRL's, on each release of the CI matrix.
         """
         mask = inputs["completion_mask"][:, 1:]
         chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
@@ -298,7 +298,7 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             metrics["aux_loss"].append(totals[8] / self.accelerator.num_processes)
         metrics["entropy"].append(ratio(entropy, tokens))
         if mode == "train":
-            self._total_train_tokens += int(attended) // self._tp_size
+            self._total_train_tokens += int(attended) // tensor_parallel_size(self)
         metrics["num_tokens"] = [self._total_train_tokens]
         metrics["logits/chosen"].append(ratio(chosen_logit, chosen_tokens))
         metrics["logits/rejected"].append(ratio(rejected_logit, rejected_tokens))
