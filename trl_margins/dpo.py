@@ -33,7 +33,7 @@ from .trainer_utils import (
     missing_margins_error,
     with_margin_collator,
 )
-from .trl_compat import tensor_parallel_size, token_outputs
+from .trl_compat import chosen_nll, tensor_parallel_size, token_outputs
 
 # Batch entries that are not model inputs (TRL's own, plus our margin)
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", MARGIN_COLUMN}
@@ -213,8 +213,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             if loss_type == "sigmoid":  # the one loss, in place of DPO's sigmoid loss
                 per_pair_loss = soft_target_loss(logits, target_probs)
             else:  # "sft" (RPO), as TRL computes it: the mean NLL over the chosen completion tokens
-                chosen_mask = shift_completion_mask.chunk(2, dim=0)[0].bool()
-                per_pair_loss = -per_token_logps.chunk(2, dim=0)[0][chosen_mask].mean().expand(chosen_logps.size(0))
+                nll = chosen_nll(outputs, per_token_logps, inputs["input_ids"], shift_completion_mask)
+                per_pair_loss = nll.expand(chosen_logps.size(0))
             if pair_weights is not None:
                 per_pair_loss = per_pair_loss * pair_weights
             loss = loss + per_pair_loss.mean() * loss_weight

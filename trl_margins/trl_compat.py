@@ -8,10 +8,12 @@ below names the TRL release it concerns; the rest of the package calls these fun
 - 1.13: `DPOTrainer._tp_size` (tensor-parallel ranks see the same batch); before, the token count had no correction.
 - 1.14: `trl.trainer.utils.global_then_local_main_first`; before, TRL used `PartialState().main_process_first()`.
 - 1.14: `compute_loss` no longer routes `use_liger_kernel=True` to `_compute_loss_liger`, which skipped `_compute_loss`
-  (and so this package's loss) through 1.13.
+  (and so this package's loss) through 1.13. In 1.14 TRL's Liger path is a chunked log-prob branch inside
+  `_compute_loss`; with a knob on, ours replaces it and reads the full logits (Liger's layer kernels still apply).
 - 1.15: `add_fused_lm_head` (`model(..., labels=..., fused_lm_head=True).log_probs`, no full logits). Before, TRL's
   `_compute_loss` took per-token log-probs from the full logits with `selective_log_softmax`, its metrics from the same
-  logits, and so does `token_outputs` there.
+  logits, and so does `token_outputs` there. (1.15.0 itself is excluded: its fused head needs triton, see
+  `_version_check.py`; 1.16 added the CPU path.)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from importlib.metadata import version
 
 import torch
+import torch.nn.functional as F
 from packaging.version import Version
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
@@ -41,10 +44,12 @@ LIGER_BYPASSES_LOSS = not _since("1.14")
 class TokenOutputs:
     """The per-token fields of TRL's `FusedCausalLMOutput` (1.15+) that this package reads, from full logits.
 
-    Each is `[batch, seq_len - 1 (+ virtual tokens)]`, aligned with the shifted labels; fields not asked for are None.
+    Each is `[batch, seq_len - 1]` (`logits` has the vocabulary as a third dimension), aligned with the shifted labels
+    and with the real tokens only; fields not asked for are None.
     """
 
     log_probs: torch.Tensor
+    logits: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
     mean_logits: torch.Tensor | None = None
     is_top1: torch.Tensor | None = None
@@ -69,12 +74,24 @@ def token_outputs(model, model_kwargs: dict, input_ids: torch.Tensor, completion
     logits = shift_logits.detach()
     return TokenOutputs(
         log_probs=log_probs,
+        logits=shift_logits,
         entropy=entropy_from_logits(logits),
         mean_logits=logits.mean(dim=-1),
         is_top1=logits.argmax(dim=-1) == shift_labels,
         log_sum_sq_probs=torch.logsumexp(2.0 * logits, dim=-1) - 2.0 * torch.logsumexp(logits, dim=-1),
         aux_loss=getattr(outputs, "aux_loss", None),
     )
+
+
+def chosen_nll(outputs, per_token_logps: torch.Tensor, input_ids: torch.Tensor, shift_mask: torch.Tensor):
+    """RPO's `sft` term, the mean NLL over the chosen completion tokens, computed as the installed TRL does: from the
+    fused head's log-probs from 1.15, with `F.cross_entropy` of the logits before (equal in exact arithmetic, but not
+    to the last float32 bit, and the parity tests compare with TRL's own result)."""
+    chosen_mask = shift_mask.chunk(2, dim=0)[0].bool()
+    if HAS_FUSED_LM_HEAD:
+        return -per_token_logps.chunk(2, dim=0)[0][chosen_mask].mean()
+    chosen_logits, chosen_labels = outputs.logits.chunk(2, dim=0)[0], input_ids[:, 1:].chunk(2, dim=0)[0]
+    return F.cross_entropy(chosen_logits[chosen_mask], chosen_labels[chosen_mask])
 
 
 @contextlib.contextmanager
