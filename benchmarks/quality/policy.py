@@ -157,13 +157,14 @@ def completion_logps(model, tokenizer, rows: list[dict], sizes: Sizes) -> dict[s
     exactly as `trl.DPOTrainer` does (through `trl_margins.rewards_extraction`, whose rewards match the trainers')."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from trl_margins.rewards_extraction import _completion_log_probs, _fused_heads, tokenize_for_policy
+    from trl_margins.rewards_extraction import _completion_log_probs, tokenize_for_policy
+    from trl_margins.trl_compat import fused_lm_heads
 
     collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=sizes.max_length)
     parts: dict[str, list[torch.Tensor]] = {"chosen": [], "rejected": [], "chosen_len": [], "rejected_len": []}
     was_training = model.training
     model.eval()
-    with _fused_heads(model):
+    with fused_lm_heads(model):
         for start in range(0, len(rows), 16):
             batch = collator([tokenize_for_policy(conversational(r), tokenizer) for r in rows[start : start + 16]])
             with autocast(sizes.bf16):
