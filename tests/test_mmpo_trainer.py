@@ -13,6 +13,7 @@ from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 from trl_margins import MMPOConfig, MMPORewardConfig, MMPORewardTrainer, MMPOTrainer
 from trl_margins.evaluation import expected_calibration_error
 from trl_margins.margins import MARGIN_COLUMN
+from trl_margins.trl_compat import token_outputs
 
 from .conftest import base_args, make_preference_dataset
 
@@ -233,29 +234,27 @@ def test_separate_reference_model_is_used(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_fused_head_is_trls_own(tiny_model_dir, tmp_path, lora):
-    """With a knob on, the policy keeps TRL's full fused head: the stock metrics need its entropy, mean logit and
-    top-1 outputs, and its log-probs equal those of the plain logits."""
+def test_policy_outputs_carry_every_metric_field(tiny_model_dir, tmp_path, lora):
+    """With a knob on, the policy's per-token outputs (TRL's full fused head from TRL 1.15, the logits before) carry
+    the entropy, mean logit and top-1 fields the stock metrics need, and log-probs equal those of the plain logits."""
     import trl.trainer.dpo_trainer as trl_dpo
 
-    original = trl_dpo.add_fused_lm_head
+    original = getattr(trl_dpo, "add_fused_lm_head", None)  # TRL 1.15+
     trainer = MMPOTrainer(
         tiny_model_dir,
         args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0)),
         train_dataset=make_preference_dataset(4),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]) if lora else None,
     )
-    assert trl_dpo.add_fused_lm_head is original, "TRL's module is not patched"
+    assert getattr(trl_dpo, "add_fused_lm_head", None) is original, "TRL's module is not patched"
     batch = next(iter(trainer.get_train_dataloader()))
-    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    model_kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     with torch.no_grad():
-        out = trainer.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, fused_lm_head=True
-        )
+        out = token_outputs(trainer.model, model_kwargs, batch["input_ids"], batch["completion_mask"], metrics=True)
     assert all(x is not None for x in (out.log_probs, out.entropy, out.mean_logits, out.is_top1))
     mask = batch["completion_mask"][:, 1:]
-    fused = (out.log_probs[:, -mask.size(1) :] * mask).sum(dim=1).double()
-    np.testing.assert_allclose(fused.numpy(), _completion_logps(trainer.model, batch).numpy(), rtol=1e-4)
+    logps = (out.log_probs[:, -mask.size(1) :] * mask).sum(dim=1).double()
+    np.testing.assert_allclose(logps.numpy(), _completion_logps(trainer.model, batch).numpy(), rtol=1e-4)
 
 
 @pytest.mark.parametrize("dpo", [True, False], ids=["dpo", "reward"])

@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 from trl import DPOConfig, RewardConfig
 
 from .margins import NEGATIVE_MARGIN_POLICIES
+from .trl_compat import refuse_liger_bypass
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class MMPOConfig(MMPOFields, DPOConfig):
             Number of equal-width bins of the expected calibration error logged in evaluation.
 
     `label_smoothing` (from [`~trl.DPOConfig`]) with the sigmoid loss applies conservative-DPO smoothing on top: the
-    target becomes `(1 - eps) * p + eps * (1 - p)` (stock TRL 1.16 ignores `label_smoothing` for that loss).
+    target becomes `(1 - eps) * p + eps * (1 - p)` (stock TRL 1.9-1.16 ignores `label_smoothing` for that loss).
 
     The knobs are `mmpo_gamma`, `label_smoothing > 0` with the sigmoid loss, `reward_type="simpo"` and (in
     [`GammaPOConfig`]) the target margins. With every knob off, [`MMPOTrainer`] is [`~trl.DPOTrainer`]: every
@@ -186,6 +187,7 @@ class MMPOConfig(MMPOFields, DPOConfig):
         if self.reward_type not in REWARD_TYPES:
             raise ValueError(f"`reward_type` must be one of {REWARD_TYPES}, got {self.reward_type!r}.")
         knobs = self.margin_knobs()
+        refuse_liger_bypass(self.use_liger_kernel, knobs)
         if not knobs:
             return  # plain DPO: TRL's own loss path, which validates its own options
         on = ", ".join(knobs)
@@ -228,7 +230,7 @@ def _warn_label_smoothing_with_sigmoid(args) -> None:
         return
     _warned_label_smoothing = True
     warnings.warn(
-        f"`label_smoothing={args.label_smoothing}` with `loss_type=['sigmoid']`: stock TRL 1.16 ignores "
+        f"`label_smoothing={args.label_smoothing}` with `loss_type=['sigmoid']`: stock TRL 1.9-1.16 ignores "
         "`label_smoothing` for the sigmoid loss, while trl-margins applies conservative DPO (cDPO) targets "
         "`(1 - eps) * p + eps * (1 - p)`. Set `label_smoothing=0` for TRL's loss.",
         UserWarning,

@@ -2,7 +2,8 @@
 
 With every knob off (no `mmpo_gamma`, no cDPO `label_smoothing`, DPO rewards, no target margin) `_compute_loss` is
 TRL's own, so every TRL option works unchanged. With a knob on, TRL 1.x's `DPOTrainer` has no per-example loss hook,
-so `_compute_loss` is re-implemented here, short: the policy forward through TRL's fused LM head, the reference
+so `_compute_loss` is re-implemented here, short: the policy forward through TRL's fused LM head (full logits before
+TRL 1.15, as TRL's own loss then; see `trl_compat.py`), the reference
 log-probs through TRL's public `compute_ref_log_probs` (which handles a separate reference model, PEFT's
 adapter-disabled base and no-grad) or TRL's precomputed columns, then the one loss of this package,
 `w_i * soft_target_loss(z - gamma_i, p_i)` (plus RPO's `sft` term, `loss_weights`, WPO weights), and TRL's metrics.
@@ -34,6 +35,7 @@ from .trainer_utils import (
     missing_margins_error,
     with_margin_collator,
 )
+from .trl_compat import chosen_nll, tensor_parallel_size, token_outputs
 
 # Batch entries that are not model inputs (TRL's own, plus our margin)
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", MARGIN_COLUMN}
@@ -182,10 +184,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         model_kwargs["use_cache"] = False
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
-        completion_mask = inputs["completion_mask"]
-        shift_completion_mask = completion_mask[..., 1:]
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        shift_completion_mask = inputs["completion_mask"][..., 1:]
+        outputs = token_outputs(model, model_kwargs, inputs["input_ids"], inputs["completion_mask"], metrics=True)
         # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
         seq_len = shift_completion_mask.size(1)
         per_token_logps = outputs.log_probs[:, -seq_len:]
@@ -216,8 +216,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             if loss_type == "sigmoid":  # the one loss, in place of DPO's sigmoid loss
                 per_pair_loss = soft_target_loss(logits, target_probs)
             else:  # "sft" (RPO), as TRL computes it: the mean NLL over the chosen completion tokens
-                chosen_mask = shift_completion_mask.chunk(2, dim=0)[0].bool()
-                per_pair_loss = -per_token_logps.chunk(2, dim=0)[0][chosen_mask].mean().expand(chosen_logps.size(0))
+                nll = chosen_nll(outputs, per_token_logps, inputs["input_ids"], shift_completion_mask)
+                per_pair_loss = nll.expand(chosen_logps.size(0))
             if pair_weights is not None:
                 per_pair_loss = per_pair_loss * pair_weights
             loss = loss + per_pair_loss.mean() * loss_weight
@@ -243,8 +243,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
 
         if return_outputs:
             warnings.warn(
-                "`return_outputs=True` recomputes the logits with an extra forward pass (the fused LM head builds "
-                "none), like TRL's DPOTrainer.",
+                "`return_outputs=True` recomputes the logits with an extra forward pass (the fused LM head of TRL "
+                "1.15+ builds none), like TRL's DPOTrainer.",
                 FutureWarning,
                 stacklevel=2,
             )
@@ -268,9 +268,9 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         """TRL's token-level metrics: `aux_loss` (MoE), `entropy`, `num_tokens`, `logits/chosen`, `logits/rejected`,
         `mean_token_accuracy`.
 
-        A minimal re-implementation of the metric block of `DPOTrainer._compute_loss` (TRL 1.16), which offers no
-        hook to reuse it: the same sums and ratios, gathered in one transfer. tests/test_parity.py checks each value
-        against TRL's.
+        A minimal re-implementation of the metric block of `DPOTrainer._compute_loss` (the same keys and values in TRL
+        1.9-1.16), which offers no hook to reuse it: the same sums and ratios, gathered in one transfer.
+        tests/test_parity.py checks each value against TRL's, on each release of the CI matrix.
         """
         mask = inputs["completion_mask"][:, 1:]
         chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
@@ -301,7 +301,7 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             metrics["aux_loss"].append(totals[8] / self.accelerator.num_processes)
         metrics["entropy"].append(ratio(entropy, tokens))
         if mode == "train":
-            self._total_train_tokens += int(attended) // self._tp_size
+            self._total_train_tokens += int(attended) // tensor_parallel_size(self)
         metrics["num_tokens"] = [self._total_train_tokens]
         metrics["logits/chosen"].append(ratio(chosen_logit, chosen_tokens))
         metrics["logits/rejected"].append(ratio(rejected_logit, rejected_tokens))

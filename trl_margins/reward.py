@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from trl import RewardConfig, RewardTrainer
 from trl.data_utils import get_dataset_column_names, is_conversational
 from trl.trainer.reward_trainer import DataCollatorForPreference
-from trl.trainer.utils import get_config_model_id, global_then_local_main_first
+from trl.trainer.utils import get_config_model_id
 
 from .config import MMPORewardConfig, upgrade_config
 from .losses import soft_target_loss, soft_target_probs
@@ -38,6 +38,7 @@ from .trainer_utils import (
     missing_margins_error,
     with_margin_collator,
 )
+from .trl_compat import main_process_first
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _tokenize_without_eos(
     map_kwargs = {}
     if isinstance(dataset, Dataset):  # `IterableDataset.map` takes neither
         map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Tokenizing {name} dataset (no EOS token)"}
-    with global_then_local_main_first():
+    with main_process_first():
         return dataset.map(tokenize, **map_kwargs)
 
 

@@ -11,7 +11,8 @@ trainers' logged `rewards/*`:
 
 Policies are tokenized like `trl.DPOTrainer` (prompt and prompt+completion tokenized apart, the completion being what
 follows their common prefix; EOS appended to standard completions), batched with TRL's `DataCollatorForPreference`,
-and scored with TRL's fused LM head, which never builds the ``(batch, length, vocab)`` logits.
+and scored as the trainer scores them: with TRL's fused LM head, which never builds the ``(batch, length, vocab)``
+logits, from TRL 1.15; from the logits before (`trl_compat.token_outputs`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.data_utils import extract_prompt, is_conversational
 from trl.trainer.dpo_trainer import DataCollatorForPreference
-from trl.trainer.utils import add_fused_lm_head
 
 from .config import REWARD_TYPES
+from .trl_compat import fused_lm_heads, token_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -197,43 +198,12 @@ def _is_peft(model: torch.nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
-@contextlib.contextmanager
-def _fused_heads(*models: PreTrainedModel | None) -> Iterator[None]:
-    """Give each model TRL's fused LM head (`model(..., labels=..., fused_lm_head=True).log_probs`), the kernel the
-    DPO trainer scores with, so the rewards match its logs, and take it off again afterwards.
-
-    Taken off, because the model may be a trainer's: TRL's `DPOTrainer` gives its policy a head with more outputs
-    (entropy, mean logits, ...), which a log-probs-only head left in place would hide from its next training step.
-    """
-    patched = []
-    for model in models:
-        if model is None:
-            continue
-        base = model.get_base_model() if _is_peft(model) else model  # TRL patches below the PEFT wrapper too
-        patched.append((base, base.__dict__.get("forward")))
-        add_fused_lm_head(base)
-    try:
-        yield
-    finally:
-        for base, forward in reversed(patched):
-            if forward is None:
-                del base.forward  # back to the class's forward
-            else:
-                base.forward = forward
-
-
 def _completion_log_probs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each sequence's completion tokens, and the number of those tokens."""
     device = _device(model)
     input_ids, completion_mask = batch["input_ids"].to(device), batch["completion_mask"].to(device)
-    labels = input_ids.masked_fill(completion_mask == 0, -100)
-    outputs = model(
-        input_ids=input_ids,
-        attention_mask=batch["attention_mask"].to(device),
-        labels=labels,
-        use_cache=False,
-        fused_lm_head=True,
-    )
+    model_kwargs = {"input_ids": input_ids, "attention_mask": batch["attention_mask"].to(device), "use_cache": False}
+    outputs = token_outputs(model, model_kwargs, input_ids, completion_mask, metrics=False)
     shift_mask = completion_mask[:, 1:]
     # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
     log_probs = outputs.log_probs[:, -shift_mask.size(1) :].sum(dim=1).float()
@@ -311,8 +281,8 @@ def policy_rewards(
     data, ``beta`` and ``max_length``.
 
     Args:
-        model: the policy, an ``AutoModelForCausalLM`` or a PEFT model wrapping one. It gets TRL's fused LM head
-            (`trl.trainer.utils.add_fused_lm_head`, which leaves its normal forward as it was).
+        model: the policy, an ``AutoModelForCausalLM`` or a PEFT model wrapping one. From TRL 1.15 it gets TRL's fused
+            LM head for the call (`trl.trainer.utils.add_fused_lm_head`); its forward is restored afterwards.
         tokenizer: its tokenizer; conversational pairs use its chat template.
         dataset: preference pairs, standard or conversational, explicit prompt or not (TRL's format).
         beta: the ``beta`` of the loss the policy was trained with.
@@ -343,7 +313,7 @@ def policy_rewards(
     empty = 0
     desc = "Computing SimPO rewards" if simpo else "Computing DPO implicit rewards"
     batches = _length_sorted_batches(dataset, batch_size, desc, partial(tokenize_for_policy, tokenizer=tokenizer))
-    with _eval_mode(model, ref_model), _fused_heads(model, ref_model):
+    with _eval_mode(model, ref_model), fused_lm_heads(model, ref_model):
         for positions, tokenized in batches:
             order += positions
             batch = collator(tokenized)
@@ -390,7 +360,7 @@ def completion_log_probs(
     batches = _length_sorted_batches(
         dataset, batch_size, "Computing completion log-probs", partial(tokenize_for_policy, tokenizer=tokenizer)
     )
-    with _eval_mode(model), _fused_heads(model):
+    with _eval_mode(model), fused_lm_heads(model):
         for positions, tokenized in batches:
             order += positions
             log_probs, lengths = _completion_log_probs(model, collator(tokenized))
