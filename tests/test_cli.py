@@ -369,6 +369,8 @@ def test_data_error_during_the_run_names_the_flag(tmp_path, tiny_model_dir, caps
         (["--negative_margins", "swp"], "argument --negative_margins/--negative-margins: invalid choice: 'swp'"),
         (["--mmpo_gamma", "abc"], "invalid float value: 'abc'"),
         (["--dataset_name", "missing.jsonl"], "dataset file missing.jsonl not found"),
+        # The suite runs offline (HF_HUB_OFFLINE): a hub id that is not in the cache cannot be reached
+        (["--dataset_name", "someorg/not-cached"], "dataset 'someorg/not-cached' could not be loaded"),
     ],
 )
 def test_bad_values_print_the_error_without_the_usage(tmp_path, tiny_model_dir, capsys, argv, message):

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
+from datasets.exceptions import DatasetNotFoundError
 
 from .assets import BUNDLED_DATASET, VADER_SPLITS, load_bundled_pairs
 from .errors import UsageError
@@ -18,6 +19,20 @@ logger = logging.getLogger(__name__)
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 """The `datasets` builder of each local file type that the commands read as a dataset (by its suffix)."""
+
+
+def _load_from_hub(path: str, name: str | None = None, **kwargs):
+    """`load_dataset` of a hub id, with the two ways it fails for a user (no network or cache, or no such dataset)
+    as one usage error that names the dataset and what to check, not a traceback."""
+    try:
+        return load_dataset(path, name, **kwargs)
+    except DatasetNotFoundError as e:
+        raise UsageError(f"dataset {path!r} not found: not a local file or folder, nor a hub dataset ({e}).") from e
+    except ConnectionError as e:
+        raise UsageError(
+            f"dataset {path!r} could not be loaded: {e}. A hub dataset needs network access, or a copy in the "
+            "Hugging Face cache; a local dataset is a file or folder path that exists."
+        ) from e
 
 
 def load_source(path: str, name: str | None = None, **kwargs) -> Dataset | DatasetDict:
@@ -32,7 +47,7 @@ def load_source(path: str, name: str | None = None, **kwargs) -> Dataset | Datas
     if Path(path).is_file() and suffix in LOCAL_FORMATS:
         kwargs.setdefault("split", None)
         return load_dataset(LOCAL_FORMATS[suffix], data_files=path, **kwargs)
-    return load_dataset(path, name, **kwargs)
+    return _load_from_hub(path, name, **kwargs)
 
 
 def load_preference_dataset(name_or_path: str, split: str | None = None, config: str | None = None):
@@ -48,7 +63,7 @@ def load_preference_dataset(name_or_path: str, split: str | None = None, config:
         if split not in (None, "train"):
             logger.warning("A single local file has one split; ignoring --split %s.", split)
         return load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
-    dataset = load_dataset(name_or_path, config, split=split)
+    dataset = _load_from_hub(name_or_path, config, split=split)
     if isinstance(dataset, DatasetDict):
         if len(dataset) == 1:
             return next(iter(dataset.values()))
