@@ -164,6 +164,16 @@ def make_preference_dataset(n: int = 16, seed: int = 0, conversational: bool = F
     return Dataset.from_list(rows)
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a test's child process: this checkout first on PYTHONPATH, and whatever PYTHONPATH already
+    held kept after it (CI's TRL matrix puts an older TRL there, which the child must import too)."""
+    path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def base_args(output_dir, **overrides) -> dict:
     """Small, deterministic, CPU-only training arguments."""
     args = dict(

@@ -212,6 +212,13 @@ def main() -> None:
         result = run_scenario(name, options.models, options.out_dir, options.resume)
         with open(os.path.join(options.out_dir, f"{name}.rank{rank}.json"), "w") as f:
             json.dump(result, f)
+    # Tear the process group down here rather than at interpreter exit, where gloo's threads may still be running
+    # while static objects are destroyed (the one "terminate called without an active exception" a ZeRO-3 run
+    # once showed after train() had returned)
+    import torch
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

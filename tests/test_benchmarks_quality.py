@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .conftest import subprocess_env
 
 REPO = Path(__file__).resolve().parent.parent
 QUALITY = REPO / "benchmarks" / "quality"
@@ -89,7 +90,7 @@ def test_summary_has_paired_deltas():
 
 
 def _run_quick(script: str, out: Path, *extra: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = subprocess_env()
     result = subprocess.run(
         [sys.executable, str(QUALITY / script), "--quick", "--out", str(out / "results"), *extra],
         cwd=REPO,
@@ -198,7 +199,7 @@ def test_policy_benchmark_quick(tmp_path):
         shard = {**results, "runs": [r for r in results["runs"] if r["seed"] == seed and not r.get("reused_from")]}
         shards.append(tmp_path / f"shard{seed}.json")
         shards[-1].write_text(json.dumps(shard))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = subprocess_env()
     merge = [
         sys.executable,
         str(QUALITY / "policy.py"),

@@ -16,7 +16,7 @@ from trl_margins.cli.arguments import parse_args, split_argv
 from trl_margins.errors import UsageError
 from trl_margins.recipes import map_key
 
-from .conftest import make_preference_dataset
+from .conftest import make_preference_dataset, subprocess_env
 
 
 def write_recipe(path, **entries) -> str:
@@ -412,12 +412,10 @@ def test_suggestions_are_keys_of_the_command(tmp_path, capsys, mode, key, expect
 
 
 def test_error_path_in_a_subprocess(tmp_path):
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[2])}
+    env = subprocess_env()
     result = subprocess.run(
         [sys.executable, "-m", "trl_margins.cli", "mmpo", "nope.yaml"], capture_output=True, text=True, env=env
     )

@@ -9,7 +9,6 @@ DeepSpeed's set-up dominate the time); one plain process computes the 1-process 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from .conftest import build_tiny_model, make_preference_dataset
+from .conftest import build_tiny_model, make_preference_dataset, subprocess_env
 from .engine_run import GLOBAL_BATCH, MAX_STEPS, POLICY_DIR, REF_DIR, REWARD_DIR, SAVE_STEP, SCENARIOS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +74,7 @@ def cpu_config(recipe_config: str, out_dir: Path) -> Path:
 
 
 def _env(models: Path) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    env = subprocess_env(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
     env["HF_DATASETS_CACHE"] = str(models / "datasets-cache")  # fresh, and shared by the ranks of a launch
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env

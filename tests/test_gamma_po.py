@@ -14,7 +14,7 @@ import torch
 from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOTrainer
 from trl_margins.margin_queue import QUEUE_STATE_FILE, MarginQueue
 
-from .conftest import base_args, make_preference_dataset
+from .conftest import base_args, make_preference_dataset, subprocess_env
 
 
 def _history(trainer, key):
@@ -185,7 +185,7 @@ def test_small_tau_warns_about_oscillation(tmp_path, caplog):
 
 
 def test_two_processes_hold_identical_queues_and_margins(tiny_model_dir, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    env = subprocess_env(OMP_NUM_THREADS="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     script = os.path.join(os.path.dirname(__file__), "dist_gamma_po.py")
     # A free port, not a fixed one: a fixed port fails while another run of this test (or its TIME_WAIT) holds it
