@@ -43,12 +43,12 @@ class AnnotateArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the hub model's own modelling code."})
 
 
-class _Parser(RaisingParserMixin, HfArgumentParser):
-    """HfArgumentParser whose errors raise a one-line `UsageError`."""
+class DataclassParser(RaisingParserMixin, HfArgumentParser):
+    """HfArgumentParser whose errors raise a one-line `UsageError` (also `trl-margins generate`'s)."""
 
 
 def run(argv: Sequence[str]) -> AnnotateReport:
-    parser = _Parser((AnnotateArguments, AnnotateConfig), prog="trl-margins annotate")
+    parser = DataclassParser((AnnotateArguments, AnnotateConfig), prog="trl-margins annotate")
     args, config, unknown = parser.parse_args_into_dataclasses(list(argv), return_remaining_strings=True)
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")

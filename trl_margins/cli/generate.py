@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
 from ..annotate import resolve_dtype
-from ..errors import RaisingParserMixin, UsageError, run_command
+from ..errors import UsageError, run_command
 from ..generation import GenerateConfig, generate_completions, unique_prompts, write_generation
 from ..loading import load_preference_dataset
+from .annotate import DataclassParser
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +40,6 @@ class GenerateArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the hub model's own modelling code."})
 
 
-class _Parser(RaisingParserMixin, HfArgumentParser):
-    """HfArgumentParser whose errors raise a one-line `UsageError`."""
-
-
 def _load_policy(name: str, dtype, device: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,7 +51,7 @@ def _load_policy(name: str, dtype, device: str, trust_remote_code: bool):
 
 
 def run(argv: Sequence[str]) -> Path:
-    parser = _Parser((GenerateArguments, GenerateConfig), prog="trl-margins generate")
+    parser = DataclassParser((GenerateArguments, GenerateConfig), prog="trl-margins generate")
     args, config, unknown = parser.parse_args_into_dataclasses(list(argv), return_remaining_strings=True)
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
