@@ -193,19 +193,6 @@ def policy_dir(tiny_model_dir, tmp_path_factory) -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_rm_dir(tiny_model_dir, tmp_path_factory) -> str:
-    """A sequence-classification reward model with the tiny tokenizer and a random score head."""
-    path = str(tmp_path_factory.mktemp("tiny-rm"))
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
-    with torch.no_grad():
-        model.score.weight.normal_(0, 1.0)
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
-    return path
-
-
 def _plain_completion_log_probs(model, batch) -> torch.Tensor:
     """Sum of completion-token log-probs from plain float64 logits (no fused head)."""
     with torch.no_grad():

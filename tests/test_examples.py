@@ -68,3 +68,18 @@ def test_example_trains_evaluates_saves_and_resumes(script, tiny_model_dir, data
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2]
+
+
+def test_on_policy_pairs_generates_annotates_selects_and_trains(tiny_model_dir, tiny_rm_dir, tmp_path, monkeypatch):
+    prompts = tmp_path / "prompts.jsonl"
+    make_preference_dataset(6, seed=4).to_json(prompts)
+    out = tmp_path / "on-policy"
+    argv = ["--policy", tiny_model_dir, "--reward_model", tiny_rm_dir, "--dataset", str(prompts), "--output_dir",
+            str(out), "--num_prompts", "3", "--num_completions", "3", "--max_new_tokens", "6",
+            "--", "--max_length", "32", "--gradient_checkpointing", "false", "--disable_tqdm", "true"]  # fmt: skip
+    run_example("on_policy_pairs.py", argv, monkeypatch)
+    rows = [json.loads(line) for line in (out / "annotated" / "annotated.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(len(r["all_rm_scores"]) == 3 for r in rows)
+    pairs = [json.loads(line) for line in (out / "pairs" / "train.jsonl").read_text().splitlines()]
+    assert pairs and all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+    assert (out / "mmpo" / "model.safetensors").is_file()

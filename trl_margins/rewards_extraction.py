@@ -43,6 +43,7 @@ __all__ = [
     "dpo_implicit_rewards",
     "policy_rewards",
     "reward_model_scores",
+    "score_token_sequences",
     "simpo_rewards",
     "tokenize_for_policy",
     "tokenize_for_reward_model",
@@ -231,37 +232,53 @@ def reward_model_scores(
     Returns:
         ``(chosen_scores, rejected_scores)``, float32 tensors on the CPU in the order of ``dataset``.
     """
+    tokenized = [tokenize_for_reward_model(dict(row), tokenizer) for row in dataset]
+    sequences = [t["chosen_ids"] for t in tokenized] + [t["rejected_ids"] for t in tokenized]
+    scores = score_token_sequences(
+        model, tokenizer, sequences, 2 * batch_size, max_length, "Scoring pairs with the reward model"
+    )
+    return scores[: len(tokenized)], scores[len(tokenized) :]
+
+
+def score_token_sequences(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sequences: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    max_length: int | None = None,
+    desc: str = "Scoring with the reward model",
+) -> torch.Tensor:
+    """The one output of a sequence-classification reward model for each tokenized sequence (prompt included),
+    batched by length, longest first (the padding of random batches is about a third of the compute on short,
+    uneven texts, and a batch too large for memory fails at once). Float32, on the CPU, in the order given."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     pad_id = _pad_token_id(tokenizer)
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     if config.pad_token_id is None:
         # The classifier reads the score at the last non-pad token, so it must know the pad token to batch
         config.pad_token_id = pad_id
-    chosen_scores, rejected_scores, order = [], [], []
-    batches = _length_sorted_batches(
-        dataset,
-        batch_size,
-        "Scoring pairs with the reward model",
-        partial(tokenize_for_reward_model, tokenizer=tokenizer),
-    )
-    with _eval_mode(model):
-        for positions, tokenized in batches:
-            order += positions
-            sequences = [t["chosen_ids"] for t in tokenized] + [t["rejected_ids"] for t in tokenized]
-            if max_length is not None:
-                sequences = [ids[:max_length] for ids in sequences]
-            input_ids = pad_sequence([torch.tensor(s) for s in sequences], batch_first=True, padding_value=pad_id)
-            attention_mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in sequences], batch_first=True)
-            device = _device(model)
+    if max_length is not None:
+        sequences = [ids[:max_length] for ids in sequences]
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    scores = []
+    device = _device(model)
+    with _eval_mode(model), tqdm(total=len(order), desc=desc, unit="sequence") as progress:
+        for start in range(0, len(order), batch_size):
+            batch = [torch.tensor(sequences[i]) for i in order[start : start + batch_size]]
+            input_ids = pad_sequence(batch, batch_first=True, padding_value=pad_id)
+            attention_mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in batch], batch_first=True)
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
             if logits.shape[-1] != 1:
                 raise ValueError(
                     f"A reward model has one output (num_labels=1); this one has {logits.shape[-1]}. Is it a "
                     "classifier of another kind?"
                 )
-            chosen, rejected = logits[:, 0].float().cpu().chunk(2)
-            chosen_scores.append(chosen)
-            rejected_scores.append(rejected)
-    return _in_dataset_order(chosen_scores, order), _in_dataset_order(rejected_scores, order)
+            scores.append(logits[:, 0].float().cpu())
+            progress.update(len(batch))
+    if not scores:
+        return torch.empty(0)
+    return _in_dataset_order(scores, order)
 
 
 def policy_rewards(

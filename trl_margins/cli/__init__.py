@@ -2,7 +2,8 @@
 
 - `mmpo`, `gamma-po`, `reward`: `train` (the run) and `arguments` (recipe and overrides);
 - `evaluate`: `evaluate`;
-- `fit-gamma`: `fit_gamma`.
+- `fit-gamma`: `fit_gamma`;
+- `generate`, `annotate`, `select`: `generate`, `annotate`, `select` (on-policy pairs and their margins).
 
 A new command is a new module here with a `main(argv) -> int`, listed in `main`'s dispatch below. `python -m
 trl_margins.cli ...` (under `accelerate launch`) runs the same `main`. This package is the only one that imports the
@@ -46,28 +47,32 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f"trl_margins.{_MOVED[name]}"), name)
 
 
+# The commands besides the training modes: (module of this package, description)
+_COMMANDS = {
+    "evaluate": ("evaluate", "preference accuracy and calibration of a trained model"),
+    "fit-gamma": ("fit_gamma", "fit mmpo_gamma to a dataset's preference probabilities or votes"),
+    "generate": ("generate", "sample N completions per prompt from a policy (all_generated_responses)"),
+    "annotate": ("annotate", "score every response with a reward model (score columns, all_rm_scores)"),
+    "select": ("select", "keep the pairs whose margin passes a threshold, a quantile or a metric"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`trl-margins mmpo|gamma-po|reward|evaluate|fit-gamma ...`: train with a recipe, evaluate a trained model, or
-    fit `mmpo_gamma` to a dataset's preference probabilities."""
+    """`trl-margins mmpo|gamma-po|reward|evaluate|fit-gamma|generate|annotate|select ...`: train with a recipe,
+    evaluate a trained model, fit `mmpo_gamma`, or make and filter pairs with margins."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = [*MODES, "evaluate", "fit-gamma"]
+    commands = [*MODES, *_COMMANDS]
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: trl-margins {{{','.join(commands)}}} ... [--debug]\n")
         for mode, spec in MODES.items():
             print(f"  {mode:<10}train: {spec.description}")
-        print(f"  {'evaluate':<10}preference accuracy and calibration of a trained model")
-        print(f"  {'fit-gamma':<10}fit mmpo_gamma to a dataset's preference probabilities or votes")
+        for command, (_, description) in _COMMANDS.items():
+            print(f"  {command:<10}{description}")
         print("\nErrors in the command line, recipe or data print one line; --debug shows the traceback instead.")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "evaluate":
-        from .evaluate import main as evaluate_main
-
-        return evaluate_main(rest)
-    if command == "fit-gamma":
-        from .fit_gamma import main as fit_gamma_main
-
-        return fit_gamma_main(rest)
+    if command in _COMMANDS:  # each imported on use, so one broken command stops only itself
+        return importlib.import_module(f"{__name__}.{_COMMANDS[command][0]}").main(rest)
     if command not in MODES:
         close = difflib.get_close_matches(command, commands, n=1)
         hint = f" Did you mean `{close[0]}`?" if close else ""
