@@ -286,3 +286,71 @@ def test_length_grouped_batches(tiny_model_dir, tmp_path, dpo):
     assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == expected
     trainer.train()
     assert np.isfinite([h["loss"] for h in trainer.state.log_history if "loss" in h]).all()
+
+
+def _completion_wpo_weights(model, batch) -> torch.Tensor:
+    """WPO's pair weight (WPO paper, Eq. 2, as TRL computes it) from plain logits in float64: per sequence
+    `exp(mean over the completion of log p(y_t) - log sum_v p(v)^2)`, multiplied over the pair."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
+    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+    token = logprobs.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    aligned = token - torch.logsumexp(2 * logprobs, dim=-1)
+    mask = batch["completion_mask"][:, 1:]
+    chosen, rejected = torch.exp((aligned * mask).sum(1) / mask.sum(1)).chunk(2)
+    return chosen * rejected
+
+
+@pytest.mark.parametrize("wpo", [False, True], ids=["weights", "weights+wpo"])
+def test_pair_weights_scale_each_pair_loss(tiny_model_dir, tmp_path, wpo):
+    from trl_margins.margins import WEIGHT_COLUMN
+
+    gamma, beta = 0.7, 0.5
+    ds = make_preference_dataset(8).add_column("w", [0.0, 2.0, 0.5, 1.0, 3.0, 1.5, 0.25, 1.0])
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=gamma, beta=beta, weight_column="w", use_weighting=wpo)),
+        train_dataset=ds,
+    )
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = next(iter(trainer.get_train_dataloader()))
+    weights = batch[WEIGHT_COLUMN].double()
+    assert weights.shape == (4,) and not torch.allclose(weights, torch.ones(4, dtype=torch.float64))
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+
+    policy = _completion_logps(trainer.model, batch)
+    reference = _completion_logps(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch)
+    logratio_chosen, logratio_rejected = (policy - reference).chunk(2)
+    z = beta * (logratio_chosen - logratio_rejected)
+    p = torch.sigmoid(gamma * batch[MARGIN_COLUMN].double())
+    per_pair = -(p * torch.nn.functional.logsigmoid(z) + (1 - p) * torch.nn.functional.logsigmoid(-z))
+    if wpo:
+        weights = weights * _completion_wpo_weights(trainer.model, batch)
+    # mean over the B pairs of w_i * loss_i, not sum(w * loss) / sum(w)
+    assert loss.item() == pytest.approx((weights * per_pair).mean().item(), rel=1e-4)
+
+
+def test_pair_weights_under_gradient_accumulation_match_the_full_batch(tiny_model_dir, tmp_path):
+    ds = make_preference_dataset(16).add_column("w", [float(i % 4) for i in range(16)])
+    params = []
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        trainer = MMPOTrainer(
+            tiny_model_dir,
+            args=MMPOConfig(
+                **base_args(
+                    tmp_path / f"ga{accumulation}",
+                    weight_column="w",
+                    per_device_train_batch_size=batch_size,
+                    gradient_accumulation_steps=accumulation,
+                    max_steps=2,
+                )
+            ),
+            train_dataset=ds,
+        )
+        trainer.train()
+        params.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-6)

@@ -181,6 +181,24 @@ def test_knob_on_with_certain_targets_matches_trl(options, tiny_model_dir, tiny_
         assert all("aux_loss" in h for h in _step_logs(ours))
 
 
+@pytest.mark.parametrize("use_weighting", [False, True], ids=["weights", "weights+wpo"])
+def test_unit_pair_weights_alone_train_like_trl(use_weighting, tiny_model_dir, tmp_path):
+    """A weight column alone is a knob (our loss path); with every weight 1 it gives stock's losses and metrics, and
+    logs no target probability (there are no targets)."""
+    ds = make_preference_dataset(8, scores=False)
+    stock = _train(DPOTrainer, tiny_model_dir, tmp_path / "stock", dataset=ds, use_weighting=use_weighting)
+    ours = _train(
+        MMPOTrainer,
+        tiny_model_dir,
+        tmp_path / "ours",
+        dataset=ds.add_column("w", [1.0] * len(ds)),
+        weight_column="w",
+        use_weighting=use_weighting,
+    )
+    assert ours.knobs_on and ours.args.margin_knobs() == ["weight_column='w'"]
+    _assert_same_logs(_step_logs(ours), _step_logs(stock))
+
+
 def test_knob_on_evaluation_has_trl_keys_plus_calibration(tiny_model_dir, tmp_path):
     ds = _certain_dataset()
     metrics = []

@@ -74,6 +74,8 @@ def _validate_mmpo_fields(config) -> None:
         )
     if config.calibration_bins < 1:
         raise ValueError(f"`calibration_bins` must be >= 1, got {config.calibration_bins}.")
+    if config.weight_column is not None and (not isinstance(config.weight_column, str) or not config.weight_column):
+        raise ValueError(f"`weight_column` must be a column name or None, got {config.weight_column!r}.")
 
 
 @dataclass
@@ -103,6 +105,15 @@ class MMPOFields:
     )
     calibration_bins: int = field(
         default=15, metadata={"help": "Number of equal-width bins of the expected calibration error in evaluation."}
+    )
+    weight_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column with a weight w_i >= 0 per pair (finite, not all zero; checked before training, naming "
+            "the row). The batch loss becomes mean_i(w_i * loss_i): normalised by the number of pairs, like TRL's "
+            "WPO weights, so it composes with gradient accumulation; weights with mean 1 keep the loss scale. "
+            "None weights every pair 1."
+        },
     )
 
 
@@ -137,11 +148,19 @@ class MMPOConfig(MMPOFields, DPOConfig):
             reference without length normalisation.
         calibration_bins (`int`, *optional*, defaults to `15`):
             Number of equal-width bins of the expected calibration error logged in evaluation.
+        weight_column (`str` or `None`, *optional*, defaults to `None`):
+            Column with a weight `w_i >= 0` per pair (MADPO-style sample weights). The batch loss is
+            `mean_i(w_i * loss_i)` over the `B` pairs of the micro-batch (not `sum(w * loss) / sum(w)`): TRL's own
+            reduction for its WPO weights, which gives the full batch's value under gradient accumulation. With WPO
+            (`use_weighting`) each pair's weight is `w_i * wpo_i`; RPO's `"sft"` term is weighted the same way.
+            Negative, NaN or infinite weights, and weights that are all zero, are refused before training, naming the
+            row. A weight column is a knob: it trains on this package's loss path.
 
     `label_smoothing` (from [`~trl.DPOConfig`]) with the sigmoid loss applies conservative-DPO smoothing on top: the
     target becomes `(1 - eps) * p + eps * (1 - p)` (stock TRL 1.9-1.16 ignores `label_smoothing` for that loss).
 
-    The knobs are `mmpo_gamma`, `label_smoothing > 0` with the sigmoid loss, `reward_type="simpo"` and (in
+    The knobs are `mmpo_gamma`, `label_smoothing > 0` with the sigmoid loss, `reward_type="simpo"`, `weight_column`
+    and (in
     [`GammaPOConfig`]) the target margins. With every knob off, [`MMPOTrainer`] is [`~trl.DPOTrainer`]: every
     `loss_type`, `loss_weights`, `use_weighting`, `ld_alpha` and `f_divergence_type` works, with TRL's own loss
     and metrics. With a knob on, the loss is `w_i * soft_target_loss(z_i - gamma_i, p_i)`, which replaces DPO's
@@ -180,6 +199,8 @@ class MMPOConfig(MMPOFields, DPOConfig):
             knobs.append(f"label_smoothing={self.label_smoothing} (cDPO, with the sigmoid loss)")
         if self.simpo:
             knobs.append("reward_type='simpo'")
+        if self.weight_column is not None:
+            knobs.append(f"weight_column={self.weight_column!r}")
         return knobs
 
     def _validate_margin_args(self) -> None:
@@ -392,6 +413,10 @@ class MMPORewardConfig(MMPOFields, RewardConfig):
             training, `"swap"` exchanges chosen and rejected, `"drop"` removes the pair (both are logged with a count).
         calibration_bins (`int`, *optional*, defaults to `15`):
             Number of equal-width bins of the expected calibration error logged in evaluation.
+        weight_column (`str` or `None`, *optional*, defaults to `None`):
+            Column with a weight `w_i >= 0` per pair: the loss is `mean_i(w_i * loss_i)` over the pairs of the
+            micro-batch (plus TRL's `center_rewards_coefficient` term, unweighted). Bad weights are refused as in
+            [`MMPOConfig`].
 
     MMPO's margin and TRL's `margin` column are different knobs. A dataset column named `margin` (Llama 2 style, read
     by [`~trl.RewardTrainer`] whether or not MMPO is on) *shifts the logit*: the loss becomes

@@ -16,7 +16,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_target_probs", "soft_target_loss", "dynamic_target_margins", "default_step_size"]
+__all__ = [
+    "soft_target_probs",
+    "soft_target_loss",
+    "dynamic_target_margins",
+    "default_step_size",
+    "weighted_pair_mean",
+]
 
 
 def soft_target_probs(margins: torch.Tensor, gamma: float | None) -> torch.Tensor:
@@ -59,6 +65,26 @@ def soft_target_loss(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.
     z = logits.float()
     p = torch.as_tensor(target_probs, device=z.device).float()
     return -(p * F.logsigmoid(z) + (1.0 - p) * F.logsigmoid(-z))
+
+
+def weighted_pair_mean(per_pair_loss: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The batch loss from per-pair losses and pair weights: ``mean_i(w_i * loss_i)`` (the ``w_i`` knob of the one
+    loss, ``DESIGN.md``), the plain mean without weights.
+
+    Normalised by the number of pairs ``B``, not by ``sum_i w_i``: the same reduction as TRL's DPO loss and its WPO
+    weights (``(losses * weights).mean()``), and the one that composes with gradient accumulation and data
+    parallelism, since micro-batches of equal size average to the full batch's value whatever their weights (a
+    ``sum(w * loss) / sum(w)`` per micro-batch would give each micro-batch the same say however much weight it holds).
+    The loss scale therefore follows the weights' mean: weights with mean 1 over the dataset keep the learning rate's
+    meaning.
+
+    Args:
+        per_pair_loss: ``[B]`` per-pair losses.
+        weights: ``[B]`` weights ``>= 0`` (validated on the dataset, `margins.add_weight_column`), or None.
+    """
+    if weights is None:
+        return per_pair_loss.mean()
+    return (per_pair_loss * weights.to(per_pair_loss.device)).mean()
 
 
 def default_step_size(tau: float) -> float:

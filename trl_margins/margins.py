@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 MARGIN_COLUMN = "mmpo_margin"
 """Internal column holding the validated margin of each pair. Kept out of the model's forward."""
 
+WEIGHT_COLUMN = "mmpo_pair_weight"
+"""Internal column holding the validated weight of each pair (`weight_column`). Kept out of the model's forward."""
+
 NegativeMarginPolicy = Literal["error", "swap", "drop"]
 NEGATIVE_MARGIN_POLICIES = ("error", "swap", "drop")
 
@@ -200,3 +203,58 @@ def _add_margin_column_lazily(
         )
         dataset = dataset.filter(lambda example: example[MARGIN_COLUMN] >= 0)
     return dataset
+
+
+def _check_weight(value, column: str, row: int) -> float:
+    """One pair weight as a finite float >= 0, or a DataError that names the column and the row."""
+    weight = _check_number(value, column, row)
+    if weight < 0:
+        raise DataError(
+            f"Column '{column}' holds a negative pair weight ({weight:g}) at row {row}. Pair weights must be >= 0 "
+            "(0 leaves the pair out of the loss): fix or drop such rows before training."
+        )
+    return weight
+
+
+def add_weight_column(
+    dataset: Dataset | IterableDataset, weight_column: str, dataset_name: str = "train"
+) -> Dataset | IterableDataset:
+    """Validate a per-pair weight column and store the weights in ``WEIGHT_COLUMN``.
+
+    Add it before `add_margin_column`, so that rows are named as in the user's dataset and a dropped pair takes its
+    weight with it.
+
+    Raises:
+        DataError (a ValueError): a missing column (listing the columns present); a non-numeric, NaN, infinite or
+            negative weight (naming the column and the row); weights that are all zero (nothing would be trained).
+            A streamed dataset is checked row by row as it is read, where "all zero" can't be known in advance.
+    """
+    if isinstance(dataset, IterableDataset):
+        first = next(iter(dataset))
+        if WEIGHT_COLUMN in first:
+            return dataset
+        if weight_column not in first:
+            raise DataError(
+                f"The {dataset_name} dataset has no column '{weight_column}' (`weight_column`). Columns present: "
+                f"{sorted(first)}."
+            )
+        return dataset.map(
+            lambda example, idx: {WEIGHT_COLUMN: _check_weight(example[weight_column], weight_column, idx)},
+            with_indices=True,
+        )
+    if WEIGHT_COLUMN in dataset.column_names:
+        return dataset
+    if weight_column not in dataset.column_names:
+        raise DataError(
+            f"The {dataset_name} dataset has no column '{weight_column}' (`weight_column`). Columns present: "
+            f"{sorted(dataset.column_names)}. Name the column of per-pair weights with `weight_column` "
+            "(`--weight_column NAME` on the command line), or leave it unset to weight every pair 1."
+        )
+    weights = [_check_weight(v, weight_column, i) for i, v in enumerate(dataset[weight_column])]
+    if weights and not any(weights):
+        raise DataError(
+            f"Every pair weight in column '{weight_column}' of the {dataset_name} dataset is 0 (rows 0 to "
+            f"{len(weights) - 1}): the loss would be 0 and nothing would be trained. Fix the weights, or leave "
+            "`weight_column` unset."
+        )
+    return dataset.add_column(WEIGHT_COLUMN, weights)
