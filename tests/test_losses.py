@@ -9,6 +9,7 @@ import torch
 from trl_margins.losses import (
     default_step_size,
     dynamic_target_margins,
+    score_offsets,
     soft_target_loss,
     soft_target_probs,
     weighted_pair_mean,
@@ -116,3 +117,26 @@ def test_weighted_pair_mean_is_the_mean_of_weighted_losses_and_splits_like_the_b
     # Normalised by the number of pairs: two equal micro-batches average to the full batch (gradient accumulation)
     halves = (weighted_pair_mean(losses[:2], weights[:2]) + weighted_pair_mean(losses[2:], weights[2:])) / 2
     assert halves.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_score_offsets_are_alpha_times_the_log_score_difference():
+    margins = torch.tensor([0.25, 1.0, 1.65, 9.0])
+    m = margins.double().numpy()
+    np.testing.assert_allclose(score_offsets(margins, 0.5).numpy(), 0.5 * np.log(m), rtol=1e-6)
+    np.testing.assert_allclose(score_offsets(margins, 2.0, "identity").numpy(), 2.0 * m, rtol=1e-6)
+    assert torch.equal(score_offsets(margins, 0.0), torch.zeros(4))
+
+
+@pytest.mark.parametrize(
+    ("margins", "alpha", "scaling", "match"),
+    [
+        ([1.0, 0.0], 1.0, "log", "> 0"),
+        ([1.0, -1.0], 1.0, "log", "> 0"),
+        ([1.0], -0.5, "log", "alpha"),
+        ([1.0], float("nan"), "log", "alpha"),
+        ([1.0], 1.0, "sqrt", "scaling"),
+    ],
+)
+def test_score_offsets_refuse_what_has_no_offset(margins, alpha, scaling, match):
+    with pytest.raises(ValueError, match=match):
+        score_offsets(torch.tensor(margins), alpha, scaling)

@@ -354,3 +354,88 @@ def test_pair_weights_under_gradient_accumulation_match_the_full_batch(tiny_mode
         trainer.train()
         params.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
     torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("mmpo_gamma", "scaling"), [(None, "log"), (0.7, "log"), (None, "identity")], ids=["odpo", "odpo+mmpo", "linear"]
+)
+def test_odpo_offsets_match_an_independent_computation(tiny_model_dir, tmp_path, mmpo_gamma, scaling):
+    alpha, beta = 0.3, 0.5
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(
+            **base_args(tmp_path, beta=beta, odpo_alpha=alpha, odpo_scaling=scaling, mmpo_gamma=mmpo_gamma)
+        ),
+        train_dataset=make_preference_dataset(8, seed=2).filter(lambda r: r["score_chosen"] > r["score_rejected"]),
+    )
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+
+    policy = _completion_logps(trainer.model, batch)
+    reference = _completion_logps(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch)
+    logratio_chosen, logratio_rejected = (policy - reference).chunk(2)
+    m = batch[MARGIN_COLUMN].double()
+    # ODPO (arXiv 2402.10571): -log sigmoid(beta * h - alpha * log(score_w - score_l)), the offset not times beta
+    delta = alpha * (torch.log(m) if scaling == "log" else m)
+    z = beta * (logratio_chosen - logratio_rejected) - delta
+    p = torch.ones_like(m) if mmpo_gamma is None else torch.sigmoid(mmpo_gamma * m)
+    expected = -(p * torch.nn.functional.logsigmoid(z) + (1 - p) * torch.nn.functional.logsigmoid(-z)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert not torch.allclose(delta, torch.zeros_like(delta))
+
+
+def test_odpo_refuses_ties_with_the_log_offset_and_dynamic_margins(tiny_model_dir, tmp_path):
+    from trl_margins import GammaPOConfig
+
+    ds = make_preference_dataset(8).map(
+        lambda r, i: {"score_chosen": r["score_rejected"] if i == 3 else r["score_rejected"] + 1.0}, with_indices=True
+    )
+    with pytest.raises(ValueError, match="margin of 0 .* the first is row 3. ODPO's log offset"):
+        MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0)), train_dataset=ds)
+    # The identity scaling takes a tie (offset 0)
+    MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0, odpo_scaling="identity")),
+        train_dataset=ds,
+    )
+    with pytest.raises(ValueError, match="odpo_alpha.*same target margin"):
+        GammaPOConfig(**base_args(tmp_path, odpo_alpha=1.0))
+    with pytest.raises(ValueError, match="odpo_alpha"):
+        MMPOConfig(**base_args(tmp_path, odpo_alpha=-1.0))
+    with pytest.raises(ValueError, match="odpo_scaling"):
+        MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0, odpo_scaling="sqrt"))
+    with pytest.raises(ValueError, match="loss_type"):
+        MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0, loss_type=["ipo"]))
+
+
+@pytest.mark.parametrize("reward_type", ["dpo", "simpo"])
+def test_new_knobs_train_on_the_bundled_vader_pairs(tiny_model_dir, tmp_path, reward_type):
+    """Two steps on VADER (offline): pair weights, MMPO soft targets and ODPO offsets together, on DPO and SimPO
+    rewards; the weights from the human preference probability, the offsets from the score difference."""
+    from trl_margins.assets import load_bundled_pairs
+
+    pairs = load_bundled_pairs("train").select(range(16))
+    pairs = pairs.add_column("w", [2 * abs(p - 0.5) for p in pairs["human_pref_prob"]])
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(
+            **base_args(
+                tmp_path,
+                max_steps=2,
+                reward_type=reward_type,
+                beta=2.0 if reward_type == "simpo" else 0.5,
+                mmpo_gamma=1.0,
+                odpo_alpha=0.5,
+                weight_column="w",
+            )
+        ),
+        train_dataset=pairs,
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) and "odpo/offset" in h for h in logs)

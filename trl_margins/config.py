@@ -11,6 +11,7 @@ from typing import TypeVar
 from transformers import TrainingArguments
 from trl import DPOConfig, RewardConfig
 
+from .losses import OFFSET_SCALINGS
 from .margins import NEGATIVE_MARGIN_POLICIES
 from .trl_compat import refuse_liger_bypass
 
@@ -146,6 +147,15 @@ class MMPOConfig(MMPOFields, DPOConfig):
             SimPO's length-normalised, reference-free reward `beta / |y| * log pi(y)` (no reference model is loaded;
             SimPO's beta is much larger than DPO's, 2.5-10). Not TRL 0.x's `reference_free`, which meant a uniform
             reference without length normalisation.
+        odpo_alpha (`float` or `None`, *optional*, defaults to `None`):
+            ODPO's offset strength `alpha` (Amini et al., 2024, arXiv 2402.10571, the ODPO loss of Section 3): each
+            pair gets the target margin `delta_i = odpo_alpha * f(m_i)` from its margin `m_i = score_chosen -
+            score_rejected` (the same columns as MMPO's), and the loss is `-log sigmoid(z - delta_i)` (with
+            `mmpo_gamma`, `soft_target_loss(z - delta_i, p_i)`). The offset is not multiplied by `beta`. `None`: no
+            offset. Not with [`GammaPOConfig`], whose margins are the other choice of the same term.
+        odpo_scaling (`str`, *optional*, defaults to `"log"`):
+            `f`: `"log"` (the paper's experiments and code; every margin must be `> 0`, so ties are refused, naming
+            the row) or `"identity"` (`delta_i = odpo_alpha * m_i`).
         calibration_bins (`int`, *optional*, defaults to `15`):
             Number of equal-width bins of the expected calibration error logged in evaluation.
         weight_column (`str` or `None`, *optional*, defaults to `None`):
@@ -178,6 +188,20 @@ class MMPOConfig(MMPOFields, DPOConfig):
             "choices": list(REWARD_TYPES),
         },
     )
+    odpo_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "ODPO offset strength alpha (arXiv 2402.10571): target margin delta_i = alpha * f(score_chosen - "
+            "score_rejected), loss -log sigmoid(z - delta_i); read from the score (or margin) columns. None: none."
+        },
+    )
+    odpo_scaling: str = field(
+        default="log",
+        metadata={
+            "help": "f of the ODPO offset: 'log' (the paper's; margins must be > 0) or 'identity'.",
+            "choices": list(OFFSET_SCALINGS),
+        },
+    )
 
     def __post_init__(self):
         _before_trl_post_init(self)
@@ -201,12 +225,25 @@ class MMPOConfig(MMPOFields, DPOConfig):
             knobs.append("reward_type='simpo'")
         if self.weight_column is not None:
             knobs.append(f"weight_column={self.weight_column!r}")
+        if self.odpo_alpha is not None:
+            knobs.append(f"odpo_alpha={self.odpo_alpha} (ODPO offsets)")
         return knobs
+
+    @property
+    def positive_margins_for(self) -> str | None:
+        """What needs every margin > 0 (a tie refused, naming the row), or None: ODPO's log offset."""
+        if self.odpo_alpha is not None and self.odpo_scaling == "log":
+            return "ODPO's log offset (`odpo_scaling='log'`, log 0 = -inf)"
+        return None
 
     def _validate_margin_args(self) -> None:
         _validate_mmpo_fields(self)
         if self.reward_type not in REWARD_TYPES:
             raise ValueError(f"`reward_type` must be one of {REWARD_TYPES}, got {self.reward_type!r}.")
+        if self.odpo_alpha is not None and not (math.isfinite(self.odpo_alpha) and self.odpo_alpha >= 0):
+            raise ValueError(f"`odpo_alpha` must be a finite number >= 0, or None; got {self.odpo_alpha}.")
+        if self.odpo_scaling not in OFFSET_SCALINGS:
+            raise ValueError(f"`odpo_scaling` must be one of {OFFSET_SCALINGS}, got {self.odpo_scaling!r}.")
         knobs = self.margin_knobs()
         refuse_liger_bypass(self.use_liger_kernel, knobs)
         if not knobs:
@@ -356,6 +393,12 @@ class GammaPOConfig(MMPOConfig):
 
     def _validate_margin_args(self) -> None:
         super()._validate_margin_args()
+        if self.odpo_alpha is not None:
+            raise ValueError(
+                f"`odpo_alpha={self.odpo_alpha}` is not supported by GammaPOConfig: ODPO's score offsets and "
+                "gamma-PO's dynamic margins are two choices of the same target margin `gamma_i`, one per pair. Use "
+                "MMPOConfig (MMPOTrainer) for ODPO, or unset `odpo_alpha`."
+            )
         if not (math.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"`tau` must be a finite number > 0, got {self.tau}.")
         if not (math.isfinite(self.gamma_beta_ratio) and self.gamma_beta_ratio >= 0):

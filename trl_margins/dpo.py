@@ -24,7 +24,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from .config import MMPOConfig, upgrade_config
-from .losses import soft_target_loss, soft_target_probs, weighted_pair_mean
+from .losses import score_offsets, soft_target_loss, soft_target_probs, weighted_pair_mean
 from .margins import MARGIN_COLUMN, WEIGHT_COLUMN
 from .trainer_utils import (
     PAIR_COLUMNS,
@@ -87,16 +87,20 @@ _DPO_INIT_SIGNATURE = inspect.signature(DPOTrainer.__init__)
 
 
 def refuse_margins_on_vision_data(args: MMPOConfig, train_dataset) -> None:
-    """MMPO margins are added in `_prepare_dataset`, which `DPOTrainer` skips for vision datasets (images are
-    processed on the fly), so `mmpo_gamma` would silently train without margins: refuse it instead."""
-    if args.mmpo_gamma is None or train_dataset is None:
+    """MMPO margins (and pair weights) are added in `_prepare_dataset`, which `DPOTrainer` skips for vision datasets
+    (images are processed on the fly), so `mmpo_gamma`, `odpo_alpha` or `weight_column` would silently train without
+    them: refuse them instead."""
+    fields = {"mmpo_gamma": args.mmpo_gamma, "odpo_alpha": args.odpo_alpha, "weight_column": args.weight_column}
+    on = [f"`{name}`" for name, value in fields.items() if value is not None]
+    if not on or train_dataset is None:
         return
     sample = next(iter(train_dataset))
     if "image" in sample or "images" in sample:
         raise ValueError(
-            "`mmpo_gamma` is not supported with vision datasets (an `image` or `images` column): TRL's DPOTrainer "
-            "prepares them on the fly and skips the dataset preparation that adds the MMPO margins. Unset "
-            "`mmpo_gamma`, or train on a text-only dataset."
+            f"{', '.join(on)} {'is' if len(on) == 1 else 'are'} not supported with vision datasets (an `image` or "
+            "`images` column): TRL's DPOTrainer prepares them on the fly and skips the dataset preparation that adds "
+            "the MMPO margins and pair weights. "
+            f"Unset {', '.join(on)}, or train on a text-only dataset."
         )
 
 
@@ -140,7 +144,7 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
 
     # ---- data path -------------------------------------------------------------------------------------------------
     def _needs_margins(self, args: MMPOConfig) -> bool:
-        return args.mmpo_gamma is not None
+        return args.mmpo_gamma is not None or args.odpo_alpha is not None
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         dataset = add_weights_from_config(dataset, args, dataset_name)  # first: rows named as the user numbers them
@@ -175,8 +179,16 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         return probs if eps == 0 else (1 - eps) * probs + eps * (1 - probs)
 
     def target_margins(self, reward_gaps: torch.Tensor, mode: str) -> torch.Tensor | None:
-        """`gamma_i`, subtracted from the reward gap. None here (MMPO has no target margin); gamma-PO overrides it."""
+        """`gamma_i`, subtracted from the reward gap. None here (MMPO has no dynamic margin); gamma-PO overrides it."""
         return None
+
+    def offsets(self, margins: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """ODPO's `delta_i = odpo_alpha * f(m_i)` (the other choice of the target margin), or None without it."""
+        if self.args.odpo_alpha is None:
+            return None
+        if margins is None:
+            raise missing_margins_error("trl_margins.dpo.MarginDataCollator", knob="odpo_alpha")
+        return score_offsets(margins.to(like.device), self.args.odpo_alpha, self.args.odpo_scaling)
 
     # ---- loss ------------------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):
@@ -210,7 +222,11 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         reward_gaps = self.beta * (chosen_scores - rejected_scores)  # z
         target_probs = self.target_probs(margins, like=reward_gaps)
         target_margins = self.target_margins(reward_gaps.detach(), mode)
-        logits = reward_gaps if target_margins is None else reward_gaps - target_margins
+        offsets = self.offsets(margins, like=reward_gaps)  # refused with gamma-PO's margins: at most one is set
+        logits = reward_gaps
+        for shift in (target_margins, offsets):
+            if shift is not None:
+                logits = logits - shift
         pair_weights = self.pair_weights(inputs.get(WEIGHT_COLUMN), per_token_logps, outputs, shift_completion_mask)
 
         loss = 0.0
@@ -237,6 +253,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         }
         if self.args.mmpo_gamma is not None or self.args.label_smoothing > 0:
             per_pair["mmpo/target_prob"] = target_probs
+        if offsets is not None:
+            per_pair["odpo/offset"] = offsets
         self._log_metrics(mode, per_pair)
         if mode == "eval":
             self._collect_calibration(reward_gaps.detach(), target_probs)

@@ -7,6 +7,7 @@ pair, ``p_i`` its target preference probability (MMPO) and ``gamma_i`` its targe
 Papers:
     * MMPO: Kim et al., "Margin Matching Preference Optimization", Section 3.2.
     * gamma-PO: "Robust Preference Optimization via Dynamic Target Margins", Section 3 and Appendix C.
+    * ODPO: Amini, Vieira and Cotterell, "Direct Preference Optimization with an Offset" (arXiv 2402.10571).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ __all__ = [
     "dynamic_target_margins",
     "default_step_size",
     "weighted_pair_mean",
+    "score_offsets",
+    "OFFSET_SCALINGS",
 ]
+
+OFFSET_SCALINGS = ("log", "identity")
+"""The scaling functions `f` of ODPO's offset `alpha * f(score_w - score_l)`: the paper's `log`, or none."""
 
 
 def soft_target_probs(margins: torch.Tensor, gamma: float | None) -> torch.Tensor:
@@ -85,6 +91,42 @@ def weighted_pair_mean(per_pair_loss: torch.Tensor, weights: torch.Tensor | None
     if weights is None:
         return per_pair_loss.mean()
     return (per_pair_loss * weights.to(per_pair_loss.device)).mean()
+
+
+def score_offsets(margins: torch.Tensor, alpha: float, scaling: str = "log") -> torch.Tensor:
+    """ODPO's per-pair offset ``delta_i = alpha * f(score_w - score_l)``, a target margin from the score difference.
+
+    ODPO (Amini et al., 2024, arXiv 2402.10571, Section 3, the ODPO loss ``L_ODPO``) trains with
+    ``-log sigmoid(z - delta_i)``, ``z`` being DPO's reward gap ``beta * (log pi/pi_ref(y_w) - log pi/pi_ref(y_l))``:
+    the chosen response must win by more than the offset, which grows with how much better it scored. The offset is
+    ``delta_i = alpha * f(score(y_w) - score(y_l))`` with ``f`` monotone increasing; the paper's experiments use
+    ``f = log`` (``"log"``), as its code does (``rycolab/odpo``, ``trainers.py``, ``preference_loss``:
+    ``margin = log(chosen_rewards - rejected_rewards)``, ``-logsigmoid(beta * logits - alpha * margin)``), and its
+    ablation compares it with other scalings; ``"identity"`` gives ``alpha * (score_w - score_l)``. The offset is not
+    multiplied by ``beta``. With ``f = log`` a score difference below 1 gives a negative offset, as published.
+
+    In this package's one loss it is the target margin ``gamma_i``: ``soft_target_loss(z - delta_i, p_i)``, so it
+    composes with MMPO's soft targets (both read the same margin) and pair weights.
+
+    Args:
+        margins: score differences ``score_w - score_l``, any shape; ``> 0`` for ``"log"`` (``log 0 = -inf`` would
+            give the pair a loss of 0), ``>= 0`` otherwise.
+        alpha: the offset strength, a finite number ``>= 0`` (the paper's ``alpha``; its code's default is 1).
+        scaling: ``f``, one of ``OFFSET_SCALINGS``.
+
+    Returns:
+        A float32 tensor of offsets, the shape of ``margins``, without gradient.
+    """
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
+    if scaling not in OFFSET_SCALINGS:
+        raise ValueError(f"scaling must be one of {OFFSET_SCALINGS}, got {scaling!r}.")
+    m = torch.as_tensor(margins).detach().float()
+    if scaling == "log":
+        if (m <= 0).any():
+            raise ValueError("ODPO's log scaling needs score differences > 0; got one <= 0.")
+        return alpha * torch.log(m)
+    return alpha * m
 
 
 def default_step_size(tau: float) -> float:

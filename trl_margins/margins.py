@@ -84,6 +84,7 @@ def add_margin_column(
     margin_column: str | None = None,
     negative_margins: NegativeMarginPolicy = "error",
     dataset_name: str = "train",
+    positive_for: str | None = None,
 ) -> Dataset | IterableDataset:
     """Validate the scores (or margin) of a preference dataset and store the margin in ``MARGIN_COLUMN``.
 
@@ -95,6 +96,8 @@ def add_margin_column(
             (default) stops; ``"swap"`` exchanges chosen and rejected (and their scores) so the margin becomes
             positive; ``"drop"`` removes the pair. Swaps and drops are counted and logged.
         dataset_name: used in messages.
+        positive_for: when set, a margin of exactly 0 (a tie) is an error too, and this names what needs margins
+            ``> 0`` in the message (e.g. ODPO's log offset).
 
     Returns:
         The dataset with ``MARGIN_COLUMN`` added (a no-op if it is already there).
@@ -112,7 +115,7 @@ def add_margin_column(
         paired.append((score_chosen_column, score_rejected_column))
 
     if isinstance(dataset, IterableDataset):
-        return _add_margin_column_lazily(dataset, columns, paired, negative_margins, dataset_name)
+        return _add_margin_column_lazily(dataset, columns, paired, negative_margins, dataset_name, positive_for)
     if MARGIN_COLUMN in dataset.column_names:
         return dataset
 
@@ -123,6 +126,10 @@ def add_margin_column(
         rejected = _column_values(dataset, score_rejected_column)
         margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
 
+    if positive_for is not None:
+        zero_rows = [i for i, m in enumerate(margins) if m == 0]
+        if zero_rows:
+            raise _zero_margin_error(zero_rows[0], len(zero_rows), len(margins), columns, dataset_name, positive_for)
     negative_rows = [i for i, m in enumerate(margins) if m < 0]
     if negative_rows and negative_margins == "error":
         raise DataError(
@@ -167,6 +174,7 @@ def _add_margin_column_lazily(
     paired: list[tuple[str, str]],
     negative_margins: NegativeMarginPolicy,
     dataset_name: str,
+    positive_for: str | None = None,
 ) -> IterableDataset:
     # A streamed dataset can't be scanned up front: the same checks run as each row is read.
     first = next(iter(dataset))
@@ -182,6 +190,8 @@ def _add_margin_column_lazily(
     def margin_of(example, idx):
         values = [_check_number(example[c], c, idx) for c in columns]
         margin = values[0] if len(values) == 1 else values[0] - values[1]
+        if margin == 0 and positive_for is not None:
+            raise _zero_margin_error(idx, None, None, columns, dataset_name, positive_for)
         if margin < 0:
             if negative_margins == "error":
                 raise DataError(
@@ -203,6 +213,17 @@ def _add_margin_column_lazily(
         )
         dataset = dataset.filter(lambda example: example[MARGIN_COLUMN] >= 0)
     return dataset
+
+
+def _zero_margin_error(
+    row: int, count: int | None, total: int | None, columns: tuple[str, ...], dataset_name: str, positive_for: str
+) -> DataError:
+    counted = f"{count} of {total} pairs" if count is not None else "A pair"
+    return DataError(
+        f"{counted} in the {dataset_name} dataset have a margin of 0 (a tie, from {' - '.join(columns)}); the first "
+        f"is row {row}. {positive_for} needs margins > 0: drop the ties (e.g. `dataset.filter(...)`) or choose "
+        "another setting."
+    )
 
 
 def _check_weight(value, column: str, row: int) -> float:

@@ -61,6 +61,7 @@ def add_margins_from_config(dataset, args, dataset_name: str):
         margin_column=args.margin_column,
         negative_margins=args.negative_margins,
         dataset_name=dataset_name,
+        positive_for=getattr(args, "positive_margins_for", None),
     )
 
 
@@ -94,9 +95,9 @@ def extra_signature_columns(args) -> list[str]:
     return columns
 
 
-def missing_margins_error(collator_name: str) -> ValueError:
+def missing_margins_error(collator_name: str, knob: str = "mmpo_gamma") -> ValueError:
     return ValueError(
-        f"`mmpo_gamma` is set but the batch carries no margins (`{MARGIN_COLUMN}`). If you passed your own "
+        f"`{knob}` is set but the batch carries no margins (`{MARGIN_COLUMN}`). If you passed your own "
         f"`data_collator`, make it keep that column (see `{collator_name}`)."
     )
 
