@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from transformers import TrainingArguments
-from trl import DPOConfig, RewardConfig
+from trl import DPOConfig, KTOConfig, RewardConfig
 
 from .losses import OFFSET_SCALINGS
 from .margins import NEGATIVE_MARGIN_POLICIES
@@ -41,7 +41,7 @@ def has_accelerator() -> bool:
     )
 
 
-def _before_trl_post_init(config) -> None:
+def _before_trl_post_init(config, validate=None) -> None:
     """What the margin configs do before TRL's `__post_init__`: report a bad margin field first, pass TRL's default
     `gradient_checkpointing` under its transformers 5 name, and, without a GPU, leave bf16 and pinned memory off.
 
@@ -49,7 +49,7 @@ def _before_trl_post_init(config) -> None:
     script that runs on a GPU stops on a CPU at its config. Left unset there, bf16 stays off (float32). A `bf16=True`
     that the user wrote is kept, and transformers' error about it too.
     """
-    _validate_mmpo_fields(config)
+    (validate or _validate_mmpo_fields)(config)
     if getattr(config, "activation_checkpointing", False) is None:
         # TRL defaults the old name `gradient_checkpointing` to True, which transformers 5 warns about on every
         # config: the same value under the new name
@@ -478,3 +478,65 @@ class MMPORewardConfig(MMPOFields, RewardConfig):
 
     def _validate_margin_args(self) -> None:
         _validate_mmpo_fields(self)
+
+
+def _validate_kto_fields(config) -> None:
+    if config.mmpo_gamma is not None and (not math.isfinite(config.mmpo_gamma) or config.mmpo_gamma < 0):
+        raise ValueError(
+            f"`mmpo_gamma` must be a finite number >= 0, or None for KTO's constant weights; got {config.mmpo_gamma}."
+        )
+    if not isinstance(config.score_column, str) or not config.score_column:
+        raise ValueError(f"`score_column` must be a column name, got {config.score_column!r}.")
+
+
+@dataclass
+class MMPOKTOConfig(KTOConfig):
+    r"""
+    Configuration class for [`MMPOKTOTrainer`]: [`~trl.KTOConfig`] plus MMPO's per-sample weights for binary feedback
+    (MMPO paper, Appendix B, "Extension to Binary Feedback").
+
+    KTO weighs every desirable sample's loss by the constant `desirable_weight` and every undesirable one's by
+    `undesirable_weight`. With `mmpo_gamma` set, each sample's weight is refined by how desirable its score `s` makes
+    it, relative to the median score `s_med` of the training set (computed once over all of its samples, desirable
+    and undesirable, before training, and used for evaluation too):
+
+    - desirable: `desirable_weight * sigmoid(mmpo_gamma * (s - s_med))`;
+    - undesirable: `undesirable_weight * sigmoid(mmpo_gamma * (s_med - s))`, the Bradley-Terry probability that a
+      median response beats it (the appendix names only the desirable form; this is its mirror image, so a worse
+      undesirable response weighs more).
+
+    Parameters:
+        mmpo_gamma (`float` or `None`, *optional*, defaults to `None`):
+            Rationality coefficient of the weights. `None`: exactly [`~trl.KTOTrainer`] (constant weights, no score
+            column read).
+        score_column (`str`, *optional*, defaults to `"score"`):
+            Column with each sample's quality score. A missing column, a non-numeric, NaN or infinite score stops
+            before training, naming the column and the row.
+    """
+
+    mmpo_gamma: float | None = field(
+        default=None,
+        metadata={
+            "help": "Rationality coefficient of MMPO's KTO weights: desirable_weight * sigmoid(gamma * (s - median)), "
+            "undesirable_weight * sigmoid(gamma * (median - s)), median of the training set. None: plain KTO."
+        },
+    )
+    score_column: str = field(
+        default="score", metadata={"help": "Column with each sample's score. Only read when `mmpo_gamma` is set."}
+    )
+
+    def __post_init__(self):
+        _before_trl_post_init(self, validate=_validate_kto_fields)
+        super().__post_init__()
+        self._validate_margin_args()
+
+    def margin_knobs(self) -> list[str]:
+        return [] if self.mmpo_gamma is None else [f"mmpo_gamma={self.mmpo_gamma}"]
+
+    def _validate_margin_args(self) -> None:
+        _validate_kto_fields(self)
+        if self.use_liger_kernel and self.mmpo_gamma is not None:
+            raise ValueError(
+                "`use_liger_kernel=True` with `mmpo_gamma`: TRL's Liger KTO loss has no per-sample weights, so the "
+                "MMPO weights would be skipped. Unset `use_liger_kernel`, or `mmpo_gamma`."
+            )

@@ -25,6 +25,7 @@ __all__ = [
     "weighted_pair_mean",
     "score_offsets",
     "OFFSET_SCALINGS",
+    "kto_sample_weights",
 ]
 
 OFFSET_SCALINGS = ("log", "identity")
@@ -127,6 +128,28 @@ def score_offsets(margins: torch.Tensor, alpha: float, scaling: str = "log") -> 
             raise ValueError("ODPO's log scaling needs score differences > 0; got one <= 0.")
         return alpha * torch.log(m)
     return alpha * m
+
+
+def kto_sample_weights(scores: torch.Tensor, desirable: torch.Tensor, median: float, gamma: float) -> torch.Tensor:
+    """MMPO's per-sample weight factors for binary (KTO) feedback (MMPO paper, Appendix B, "Extension to Binary
+    Feedback"): the Bradley-Terry probability of each sample against the median score ``s_med``,
+
+        desirable: ``sigmoid(gamma * (s - s_med))``;   undesirable: ``sigmoid(gamma * (s_med - s))``.
+
+    The appendix gives the desirable form ("a sigmoid function [of] the difference between the sample's score and
+    the median score"); the undesirable one is its mirror image, the probability that a median sample beats it, so
+    the worse an undesirable sample, the more it weighs. They multiply KTO's ``desirable_weight`` /
+    ``undesirable_weight``. ``gamma = 0`` gives 0.5 everywhere.
+
+    Args:
+        scores: ``[N]`` scores. desirable: ``[N]`` booleans (KTO's ``label``). median: ``s_med``, the training set's.
+        gamma: finite, ``>= 0``.
+    """
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}.")
+    diff = torch.as_tensor(scores).detach().float() - median
+    sign = torch.where(torch.as_tensor(desirable, dtype=torch.bool), 1.0, -1.0)
+    return torch.sigmoid(gamma * sign * diff)
 
 
 def default_step_size(tau: float) -> float:

@@ -279,3 +279,19 @@ def add_weight_column(
             "`weight_column` unset."
         )
     return dataset.add_column(WEIGHT_COLUMN, weights)
+
+
+def column_scores(dataset: Dataset, column: str, needed_by: str, dataset_name: str = "train") -> list[float]:
+    """The values of a score column as finite floats, or a DataError naming the column (listing the columns present
+    when it is missing) or the first bad row. `needed_by` names the option that reads it, for the message."""
+    if not isinstance(dataset, Dataset):
+        raise UsageError(
+            f"{needed_by} needs the {dataset_name} dataset's scores up front, which a streamed dataset can't give: "
+            "pass a map-style `datasets.Dataset`."
+        )
+    if column not in dataset.column_names:
+        raise DataError(
+            f"The {dataset_name} dataset has no column '{column}', which {needed_by} reads. Columns present: "
+            f"{sorted(dataset.column_names)}. Name the score column with `score_column`."
+        )
+    return [_check_number(v, column, i) for i, v in enumerate(dataset[column])]
