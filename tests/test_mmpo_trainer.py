@@ -175,8 +175,11 @@ def test_evaluation_reports_calibration_against_the_targets(tiny_model_dir, tmp_
     assert metrics["eval_rewards/margins"] == pytest.approx(batch_mean(chosen - rejected), rel=1e-3)
 
 
-def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("weighted", [False, True], ids=["mmpo", "mmpo+pair_weights"])
+def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path, weighted):
     ds = make_preference_dataset(16)
+    if weighted:  # mean(w_i * loss_i): micro-batches of unequal total weight still average to the full batch
+        ds = ds.add_column("w", [float(i % 4) for i in range(16)])
     params = []
     for batch_size, accumulation in ((4, 1), (2, 2)):
         trainer = MMPOTrainer(
@@ -185,6 +188,7 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):
                 **base_args(
                     tmp_path / f"ga{accumulation}",
                     mmpo_gamma=0.5,
+                    weight_column="w" if weighted else None,
                     per_device_train_batch_size=batch_size,
                     gradient_accumulation_steps=accumulation,
                     max_steps=2,
@@ -301,6 +305,21 @@ def _completion_wpo_weights(model, batch) -> torch.Tensor:
     return chosen * rejected
 
 
+def _perturbed_step(trainer, model_dir):
+    """Perturb the policy away from its reference, then the loss of the first batch and, independently in float64,
+    the batch's policy/reference log-ratios of the chosen and rejected completions."""
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    policy = _completion_logps(trainer.model, batch)
+    reference = _completion_logps(AutoModelForCausalLM.from_pretrained(model_dir), batch)
+    return batch, loss, *(policy - reference).chunk(2)
+
+
 @pytest.mark.parametrize("wpo", [False, True], ids=["weights", "weights+wpo"])
 def test_pair_weights_scale_each_pair_loss(tiny_model_dir, tmp_path, wpo):
     from trl_margins.margins import WEIGHT_COLUMN
@@ -312,19 +331,9 @@ def test_pair_weights_scale_each_pair_loss(tiny_model_dir, tmp_path, wpo):
         args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=gamma, beta=beta, weight_column="w", use_weighting=wpo)),
         train_dataset=ds,
     )
-    with torch.no_grad():
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    batch = next(iter(trainer.get_train_dataloader()))
+    batch, loss, logratio_chosen, logratio_rejected = _perturbed_step(trainer, tiny_model_dir)
     weights = batch[WEIGHT_COLUMN].double()
     assert weights.shape == (4,) and not torch.allclose(weights, torch.ones(4, dtype=torch.float64))
-    trainer.model.eval()
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, dict(batch))
-
-    policy = _completion_logps(trainer.model, batch)
-    reference = _completion_logps(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch)
-    logratio_chosen, logratio_rejected = (policy - reference).chunk(2)
     z = beta * (logratio_chosen - logratio_rejected)
     p = torch.sigmoid(gamma * batch[MARGIN_COLUMN].double())
     per_pair = -(p * torch.nn.functional.logsigmoid(z) + (1 - p) * torch.nn.functional.logsigmoid(-z))
@@ -332,28 +341,6 @@ def test_pair_weights_scale_each_pair_loss(tiny_model_dir, tmp_path, wpo):
         weights = weights * _completion_wpo_weights(trainer.model, batch)
     # mean over the B pairs of w_i * loss_i, not sum(w * loss) / sum(w)
     assert loss.item() == pytest.approx((weights * per_pair).mean().item(), rel=1e-4)
-
-
-def test_pair_weights_under_gradient_accumulation_match_the_full_batch(tiny_model_dir, tmp_path):
-    ds = make_preference_dataset(16).add_column("w", [float(i % 4) for i in range(16)])
-    params = []
-    for batch_size, accumulation in ((4, 1), (2, 2)):
-        trainer = MMPOTrainer(
-            tiny_model_dir,
-            args=MMPOConfig(
-                **base_args(
-                    tmp_path / f"ga{accumulation}",
-                    weight_column="w",
-                    per_device_train_batch_size=batch_size,
-                    gradient_accumulation_steps=accumulation,
-                    max_steps=2,
-                )
-            ),
-            train_dataset=ds,
-        )
-        trainer.train()
-        params.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
-    torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -368,17 +355,7 @@ def test_odpo_offsets_match_an_independent_computation(tiny_model_dir, tmp_path,
         ),
         train_dataset=make_preference_dataset(8, seed=2).filter(lambda r: r["score_chosen"] > r["score_rejected"]),
     )
-    with torch.no_grad():
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    batch = next(iter(trainer.get_train_dataloader()))
-    trainer.model.eval()
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, dict(batch))
-
-    policy = _completion_logps(trainer.model, batch)
-    reference = _completion_logps(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch)
-    logratio_chosen, logratio_rejected = (policy - reference).chunk(2)
+    batch, loss, logratio_chosen, logratio_rejected = _perturbed_step(trainer, tiny_model_dir)
     m = batch[MARGIN_COLUMN].double()
     # ODPO (arXiv 2402.10571): -log sigmoid(beta * h - alpha * log(score_w - score_l)), the offset not times beta
     delta = alpha * (torch.log(m) if scaling == "log" else m)
