@@ -6,7 +6,7 @@ import pytest
 from datasets import Dataset
 
 from trl_margins import MMPOConfig, MMPOTrainer
-from trl_margins.margins import MARGIN_COLUMN, add_margin_column
+from trl_margins.margins import MARGIN_COLUMN, WEIGHT_COLUMN, add_margin_column, add_weight_column
 
 from .conftest import base_args, make_preference_dataset
 
@@ -136,3 +136,49 @@ def test_a_bad_margin_field_is_reported_before_trls_checks(tmp_path, config_clas
 
     with pytest.raises(ValueError, match="mmpo_gamma"):
         getattr(trl_margins, config_class)(output_dir=str(tmp_path), mmpo_gamma=-1.0)
+
+
+def _weighted(weights):
+    return _pairs([2.0] * len(weights), [1.0] * len(weights)).add_column("w", weights)
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        ([1.0, -0.5, 1.0], "negative pair weight \\(-0.5\\) at row 1"),
+        ([1.0, 1.0, float("nan")], "'w' holds a non-finite value \\(nan\\) at row 2"),
+        ([float("inf"), 1.0, 1.0], "'w' holds a non-finite value \\(inf\\) at row 0"),
+        ([0.0, 0.0, 0.0], "Every pair weight in column 'w' .* is 0"),
+        (["1", "2", "x"], "'w' must hold numbers, but row 0"),
+    ],
+)
+def test_bad_pair_weights_name_the_column_and_row(weights, match):
+    ds = Dataset.from_dict({"prompt": ["p"] * 3, "chosen": ["c"] * 3, "rejected": ["r"] * 3, "w": weights})
+    with pytest.raises(ValueError, match=match):
+        add_weight_column(ds, "w")
+
+
+def test_pair_weights_are_copied_and_a_missing_column_is_named():
+    assert add_weight_column(_weighted([1.0, 0.0, 2.5]), "w")[WEIGHT_COLUMN] == [1.0, 0.0, 2.5]
+    with pytest.raises(ValueError, match="no column 'weight'.*Columns present"):
+        add_weight_column(_weighted([1.0]), "weight")
+    streamed = add_weight_column(_weighted([1.0, -1.0]).to_iterable_dataset(), "w")
+    with pytest.raises(ValueError, match="negative pair weight .* at row 1"):
+        list(streamed)
+
+
+def test_dropped_pairs_take_their_weights_with_them(tiny_model_dir, tmp_path):
+    ds = _pairs([5.0, 1.0, 3.0], [1.0, 2.0, 0.0]).add_column("w", [0.5, 9.0, 2.0])
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0, weight_column="w", negative_margins="drop")),
+        train_dataset=ds,
+    )
+    assert trainer.train_dataset[WEIGHT_COLUMN] == [0.5, 2.0]
+    assert trainer.train_dataset[MARGIN_COLUMN] == [4.0, 3.0]
+
+
+def test_trainer_rejects_bad_weights_before_training(tiny_model_dir, tmp_path):
+    ds = make_preference_dataset(8).add_column("w", [1.0] * 6 + [-2.0, 1.0])
+    with pytest.raises(ValueError, match="'w' holds a negative pair weight \\(-2\\) at row 6"):
+        MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, weight_column="w")), train_dataset=ds)

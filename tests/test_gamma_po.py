@@ -149,9 +149,21 @@ def test_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
     assert torch.equal(resumed.margin_queue.values(), full.margin_queue.values())
 
 
-def test_mmpo_soft_targets_with_dynamic_margins_and_simpo_rewards(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "pair_weights"])
+def test_mmpo_soft_targets_with_dynamic_margins_and_simpo_rewards(tiny_model_dir, tmp_path, weighted):
+    dataset = make_preference_dataset(16)
+    if weighted:  # the pair weights multiply each pair's loss; the margins are solved over the unweighted gaps
+        dataset = dataset.add_column("w", [0.5 * (i % 4) for i in range(16)])
     trainer = _trainer(
-        tiny_model_dir, tmp_path, mmpo_gamma=0.5, reward_type="simpo", beta=2.0, gamma_beta_ratio=0.3, tau=2.0
+        tiny_model_dir,
+        tmp_path,
+        dataset=dataset,
+        mmpo_gamma=0.5,
+        reward_type="simpo",
+        beta=2.0,
+        gamma_beta_ratio=0.3,
+        tau=2.0,
+        weight_column="w" if weighted else None,
     )
     assert trainer.ref_model is None
     batch = next(iter(trainer.get_train_dataloader()))
@@ -168,8 +180,9 @@ def test_mmpo_soft_targets_with_dynamic_margins_and_simpo_rewards(tiny_model_dir
     gammas = dynamic_target_margins(z.float(), 0.6, 2.0).double()
     p = torch.sigmoid(0.5 * batch["mmpo_margin"].double())
     logit = z - gammas
-    expected = -(p * torch.nn.functional.logsigmoid(logit) + (1 - p) * torch.nn.functional.logsigmoid(-logit)).mean()
-    assert loss == pytest.approx(expected.item(), rel=1e-4)
+    per_pair = -(p * torch.nn.functional.logsigmoid(logit) + (1 - p) * torch.nn.functional.logsigmoid(-logit))
+    weights = batch["mmpo_pair_weight"].double() if weighted else torch.ones_like(per_pair)
+    assert loss == pytest.approx((weights * per_pair).mean().item(), rel=1e-4)
     trainer.train()
 
 

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from trl_margins.losses import default_step_size, dynamic_target_margins, soft_target_loss, soft_target_probs
+from trl_margins.losses import (
+    default_step_size,
+    dynamic_target_margins,
+    score_offsets,
+    soft_target_loss,
+    soft_target_probs,
+    weighted_pair_mean,
+)
 
 
 def test_soft_target_probs_is_bradley_terry_of_the_margin():
@@ -99,3 +106,37 @@ def test_dynamic_target_margins_carry_no_gradient_and_validate():
     with pytest.raises(ValueError, match="1-D"):
         dynamic_target_margins(torch.randn(2, 2), 1.0, 1.0)
     assert default_step_size(0.25) == 1.0 and math.isclose(default_step_size(10.0), 0.05)
+
+
+def test_weighted_pair_mean_is_the_mean_of_weighted_losses_and_splits_like_the_batch():
+    losses = torch.tensor([0.3, 1.2, 0.7, 2.0])
+    weights = torch.tensor([1.0, 0.0, 3.0, 0.5])
+    expected = float(np.mean(losses.numpy() * weights.numpy()))
+    assert weighted_pair_mean(losses, weights).item() == pytest.approx(expected, rel=1e-6)
+    assert weighted_pair_mean(losses, None).item() == pytest.approx(float(losses.mean()), rel=1e-6)
+    # Normalised by the number of pairs: two equal micro-batches average to the full batch (gradient accumulation)
+    halves = (weighted_pair_mean(losses[:2], weights[:2]) + weighted_pair_mean(losses[2:], weights[2:])) / 2
+    assert halves.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_score_offsets_are_alpha_times_the_log_score_difference():
+    margins = torch.tensor([0.25, 1.0, 1.65, 9.0])
+    m = margins.double().numpy()
+    np.testing.assert_allclose(score_offsets(margins, 0.5).numpy(), 0.5 * np.log(m), rtol=1e-6)
+    np.testing.assert_allclose(score_offsets(margins, 2.0, "identity").numpy(), 2.0 * m, rtol=1e-6)
+    assert torch.equal(score_offsets(margins, 0.0), torch.zeros(4))
+
+
+@pytest.mark.parametrize(
+    ("margins", "alpha", "scaling", "match"),
+    [
+        ([1.0, 0.0], 1.0, "log", "> 0"),
+        ([1.0, -1.0], 1.0, "log", "> 0"),
+        ([1.0], -0.5, "log", "alpha"),
+        ([1.0], float("nan"), "log", "alpha"),
+        ([1.0], 1.0, "sqrt", "scaling"),
+    ],
+)
+def test_score_offsets_refuse_what_has_no_offset(margins, alpha, scaling, match):
+    with pytest.raises(ValueError, match=match):
+        score_offsets(torch.tensor(margins), alpha, scaling)

@@ -175,8 +175,11 @@ def test_evaluation_reports_calibration_against_the_targets(tiny_model_dir, tmp_
     assert metrics["eval_rewards/margins"] == pytest.approx(batch_mean(chosen - rejected), rel=1e-3)
 
 
-def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("weighted", [False, True], ids=["mmpo", "mmpo+pair_weights"])
+def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path, weighted):
     ds = make_preference_dataset(16)
+    if weighted:  # mean(w_i * loss_i): micro-batches of unequal total weight still average to the full batch
+        ds = ds.add_column("w", [float(i % 4) for i in range(16)])
     params = []
     for batch_size, accumulation in ((4, 1), (2, 2)):
         trainer = MMPOTrainer(
@@ -185,6 +188,7 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):
                 **base_args(
                     tmp_path / f"ga{accumulation}",
                     mmpo_gamma=0.5,
+                    weight_column="w" if weighted else None,
                     per_device_train_batch_size=batch_size,
                     gradient_accumulation_steps=accumulation,
                     max_steps=2,
@@ -286,3 +290,129 @@ def test_length_grouped_batches(tiny_model_dir, tmp_path, dpo):
     assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == expected
     trainer.train()
     assert np.isfinite([h["loss"] for h in trainer.state.log_history if "loss" in h]).all()
+
+
+def _completion_wpo_weights(model, batch) -> torch.Tensor:
+    """WPO's pair weight (WPO paper, Eq. 2, as TRL computes it) from plain logits in float64: per sequence
+    `exp(mean over the completion of log p(y_t) - log sum_v p(v)^2)`, multiplied over the pair."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
+    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+    token = logprobs.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    aligned = token - torch.logsumexp(2 * logprobs, dim=-1)
+    mask = batch["completion_mask"][:, 1:]
+    chosen, rejected = torch.exp((aligned * mask).sum(1) / mask.sum(1)).chunk(2)
+    return chosen * rejected
+
+
+def _perturbed_step(trainer, model_dir):
+    """Perturb the policy away from its reference, then the loss of the first batch and, independently in float64,
+    the batch's policy/reference log-ratios of the chosen and rejected completions."""
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    policy = _completion_logps(trainer.model, batch)
+    reference = _completion_logps(AutoModelForCausalLM.from_pretrained(model_dir), batch)
+    return batch, loss, *(policy - reference).chunk(2)
+
+
+@pytest.mark.parametrize("wpo", [False, True], ids=["weights", "weights+wpo"])
+def test_pair_weights_scale_each_pair_loss(tiny_model_dir, tmp_path, wpo):
+    from trl_margins.margins import WEIGHT_COLUMN
+
+    gamma, beta = 0.7, 0.5
+    ds = make_preference_dataset(8).add_column("w", [0.0, 2.0, 0.5, 1.0, 3.0, 1.5, 0.25, 1.0])
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=gamma, beta=beta, weight_column="w", use_weighting=wpo)),
+        train_dataset=ds,
+    )
+    batch, loss, logratio_chosen, logratio_rejected = _perturbed_step(trainer, tiny_model_dir)
+    weights = batch[WEIGHT_COLUMN].double()
+    assert weights.shape == (4,) and not torch.allclose(weights, torch.ones(4, dtype=torch.float64))
+    z = beta * (logratio_chosen - logratio_rejected)
+    p = torch.sigmoid(gamma * batch[MARGIN_COLUMN].double())
+    per_pair = -(p * torch.nn.functional.logsigmoid(z) + (1 - p) * torch.nn.functional.logsigmoid(-z))
+    if wpo:
+        weights = weights * _completion_wpo_weights(trainer.model, batch)
+    # mean over the B pairs of w_i * loss_i, not sum(w * loss) / sum(w)
+    assert loss.item() == pytest.approx((weights * per_pair).mean().item(), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("mmpo_gamma", "scaling"), [(None, "log"), (0.7, "log"), (None, "identity")], ids=["odpo", "odpo+mmpo", "linear"]
+)
+def test_odpo_offsets_match_an_independent_computation(tiny_model_dir, tmp_path, mmpo_gamma, scaling):
+    alpha, beta = 0.3, 0.5
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(
+            **base_args(tmp_path, beta=beta, odpo_alpha=alpha, odpo_scaling=scaling, mmpo_gamma=mmpo_gamma)
+        ),
+        train_dataset=make_preference_dataset(8, seed=2).filter(lambda r: r["score_chosen"] > r["score_rejected"]),
+    )
+    batch, loss, logratio_chosen, logratio_rejected = _perturbed_step(trainer, tiny_model_dir)
+    m = batch[MARGIN_COLUMN].double()
+    # ODPO (arXiv 2402.10571): -log sigmoid(beta * h - alpha * log(score_w - score_l)), the offset not times beta
+    delta = alpha * (torch.log(m) if scaling == "log" else m)
+    z = beta * (logratio_chosen - logratio_rejected) - delta
+    p = torch.ones_like(m) if mmpo_gamma is None else torch.sigmoid(mmpo_gamma * m)
+    expected = -(p * torch.nn.functional.logsigmoid(z) + (1 - p) * torch.nn.functional.logsigmoid(-z)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert not torch.allclose(delta, torch.zeros_like(delta))
+
+
+def test_odpo_refuses_ties_with_the_log_offset_and_dynamic_margins(tiny_model_dir, tmp_path):
+    from trl_margins import GammaPOConfig
+
+    ds = make_preference_dataset(8).map(
+        lambda r, i: {"score_chosen": r["score_rejected"] if i == 3 else r["score_rejected"] + 1.0}, with_indices=True
+    )
+    with pytest.raises(ValueError, match="margin of 0 .* the first is row 3. ODPO's log offset"):
+        MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0)), train_dataset=ds)
+    # The identity scaling takes a tie (offset 0)
+    MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0, odpo_scaling="identity")),
+        train_dataset=ds,
+    )
+    with pytest.raises(ValueError, match="odpo_alpha.*same target margin"):
+        GammaPOConfig(**base_args(tmp_path, odpo_alpha=1.0))
+    with pytest.raises(ValueError, match="odpo_alpha"):
+        MMPOConfig(**base_args(tmp_path, odpo_alpha=-1.0))
+    with pytest.raises(ValueError, match="odpo_scaling"):
+        MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0, odpo_scaling="sqrt"))
+    with pytest.raises(ValueError, match="loss_type"):
+        MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0, loss_type=["ipo"]))
+
+
+@pytest.mark.parametrize("reward_type", ["dpo", "simpo"])
+def test_new_knobs_train_on_the_bundled_vader_pairs(tiny_model_dir, tmp_path, reward_type):
+    """Two steps on VADER (offline): pair weights, MMPO soft targets and ODPO offsets together, on DPO and SimPO
+    rewards; the weights from the human preference probability, the offsets from the score difference."""
+    from trl_margins.assets import load_bundled_pairs
+
+    pairs = load_bundled_pairs("train").select(range(16))
+    pairs = pairs.add_column("w", [2 * abs(p - 0.5) for p in pairs["human_pref_prob"]])
+    trainer = MMPOTrainer(
+        tiny_model_dir,
+        args=MMPOConfig(
+            **base_args(
+                tmp_path,
+                max_steps=2,
+                reward_type=reward_type,
+                beta=2.0 if reward_type == "simpo" else 0.5,
+                mmpo_gamma=1.0,
+                odpo_alpha=0.5,
+                weight_column="w",
+            )
+        ),
+        train_dataset=pairs,
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) and "odpo/offset" in h for h in logs)

@@ -24,7 +24,7 @@ from trl_margins.dpo import refuse_margins_on_vision_data
 from trl_margins.margins import MARGIN_COLUMN
 
 from .conftest import base_args, make_preference_dataset
-from .test_mmpo_trainer import _completion_logps
+from .test_mmpo_trainer import _completion_logps, _completion_wpo_weights
 
 # Logged once at the end of `train()`, or wall-clock dependent
 _RUN_SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
@@ -181,6 +181,24 @@ def test_knob_on_with_certain_targets_matches_trl(options, tiny_model_dir, tiny_
         assert all("aux_loss" in h for h in _step_logs(ours))
 
 
+@pytest.mark.parametrize("use_weighting", [False, True], ids=["weights", "weights+wpo"])
+def test_unit_pair_weights_alone_train_like_trl(use_weighting, tiny_model_dir, tmp_path):
+    """A weight column alone is a knob (our loss path); with every weight 1 it gives stock's losses and metrics, and
+    logs no target probability (there are no targets)."""
+    ds = make_preference_dataset(8, scores=False)
+    stock = _train(DPOTrainer, tiny_model_dir, tmp_path / "stock", dataset=ds, use_weighting=use_weighting)
+    ours = _train(
+        MMPOTrainer,
+        tiny_model_dir,
+        tmp_path / "ours",
+        dataset=ds.add_column("w", [1.0] * len(ds)),
+        weight_column="w",
+        use_weighting=use_weighting,
+    )
+    assert ours.knobs_on and ours.args.margin_knobs() == ["weight_column='w'"]
+    _assert_same_logs(_step_logs(ours), _step_logs(stock))
+
+
 def test_knob_on_evaluation_has_trl_keys_plus_calibration(tiny_model_dir, tmp_path):
     ds = _certain_dataset()
     metrics = []
@@ -244,9 +262,7 @@ def test_rpo_with_loss_weights_matches_an_independent_computation(use_weighting,
     sft = -(token_logps.chunk(2)[0] * chosen_mask).sum() / chosen_mask.sum()
     pair_weight = torch.ones_like(z)
     if use_weighting:  # WPO: exp(mean over the completion of log p(y_t) - log sum_v p(v)^2), chosen * rejected
-        log_sum_sq = torch.logsumexp(2 * log_probs, dim=-1)
-        per_sequence = torch.exp(((token_logps - log_sum_sq) * mask).sum(dim=1) / mask.sum(dim=1))
-        pair_weight = per_sequence.chunk(2)[0] * per_sequence.chunk(2)[1]
+        pair_weight = _completion_wpo_weights(trainer.model, batch)
         assert not torch.allclose(pair_weight, torch.ones_like(pair_weight))
     expected = weights[0] * (pair_weight * soft).mean() + weights[1] * (pair_weight * sft).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)

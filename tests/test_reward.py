@@ -89,24 +89,37 @@ def test_a_dpo_config_is_refused(tiny_model_dir, tmp_path):
 
 # ---- the loss -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "backbone, batch_size, center, trl_margin",
+    "backbone, batch_size, center, trl_margin, weighted",
     [
-        ("qwen2", 1, None, False),
-        ("qwen2", 8, None, False),
-        ("qwen2", 8, 0.01, True),
-        ("bert", 8, None, False),
+        ("qwen2", 1, None, False, False),
+        ("qwen2", 8, None, False, False),
+        ("qwen2", 8, 0.01, True, False),
+        ("qwen2", 8, 0.01, True, True),
+        ("bert", 8, None, False, False),
     ],
-    ids=["decoder-bs1", "decoder-bs8", "decoder-bs8-center-trl_margin", "encoder-bs8"],
+    ids=["decoder-bs1", "decoder-bs8", "decoder-bs8-center-trl_margin", "decoder-bs8-pair_weights", "encoder-bs8"],
 )
-def test_loss_matches_an_independent_per_pair_computation(request, tmp_path, backbone, batch_size, center, trl_margin):
+def test_loss_matches_an_independent_per_pair_computation(
+    request, tmp_path, backbone, batch_size, center, trl_margin, weighted
+):
     gamma = 0.7
     model_dir = request.getfixturevalue("tiny_model_dir" if backbone == "qwen2" else "tiny_bert_dir")
     raw = make_preference_dataset(8, seed=1)
     if trl_margin:
         raw = raw.add_column("margin", [0.3 * i for i in range(len(raw))])
+    weights = [0.5 * (i % 3) + 0.25 * i if weighted else 1.0 for i in range(len(raw))]
+    if weighted:
+        raw = raw.add_column("w", weights)
     trainer = MMPORewardTrainer(
         model_dir,
-        args=MMPORewardConfig(**rm_args(tmp_path, mmpo_gamma=gamma, center_rewards_coefficient=center)),
+        args=MMPORewardConfig(
+            **rm_args(
+                tmp_path,
+                mmpo_gamma=gamma,
+                center_rewards_coefficient=center,
+                weight_column="w" if weighted else None,
+            )
+        ),
         train_dataset=raw,
     )
     model = trainer.model.eval()
@@ -124,7 +137,7 @@ def test_loss_matches_an_independent_per_pair_computation(request, tmp_path, bac
         r_w, r_l = _reward(model, row["chosen_ids"]), _reward(model, row["rejected_ids"])
         p = _sigmoid(gamma * (raw[i]["score_chosen"] - raw[i]["score_rejected"]))
         shift = raw[i]["margin"] if trl_margin else 0.0
-        losses.append(_pair_loss(r_w - r_l - shift, p))
+        losses.append(weights[i] * _pair_loss(r_w - r_l - shift, p))  # mean(w_i * loss_i): the centering unweighted
         squares.append((r_w + r_l) ** 2)
     expected = sum(losses) / batch_size + (center * sum(squares) / batch_size if center else 0.0)
     assert loss == pytest.approx(expected, rel=1e-5)

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from transformers import TrainingArguments
-from trl import DPOConfig, RewardConfig
+from trl import DPOConfig, KTOConfig, RewardConfig
 
+from .losses import OFFSET_SCALINGS
 from .margins import NEGATIVE_MARGIN_POLICIES
 from .trl_compat import refuse_liger_bypass
 
@@ -40,7 +41,7 @@ def has_accelerator() -> bool:
     )
 
 
-def _before_trl_post_init(config) -> None:
+def _before_trl_post_init(config, validate=None) -> None:
     """What the margin configs do before TRL's `__post_init__`: report a bad margin field first, pass TRL's default
     `gradient_checkpointing` under its transformers 5 name, and, without a GPU, leave bf16 and pinned memory off.
 
@@ -48,7 +49,7 @@ def _before_trl_post_init(config) -> None:
     script that runs on a GPU stops on a CPU at its config. Left unset there, bf16 stays off (float32). A `bf16=True`
     that the user wrote is kept, and transformers' error about it too.
     """
-    _validate_mmpo_fields(config)
+    (validate or _validate_mmpo_fields)(config)
     if getattr(config, "activation_checkpointing", False) is None:
         # TRL defaults the old name `gradient_checkpointing` to True, which transformers 5 warns about on every
         # config: the same value under the new name
@@ -74,6 +75,8 @@ def _validate_mmpo_fields(config) -> None:
         )
     if config.calibration_bins < 1:
         raise ValueError(f"`calibration_bins` must be >= 1, got {config.calibration_bins}.")
+    if config.weight_column is not None and (not isinstance(config.weight_column, str) or not config.weight_column):
+        raise ValueError(f"`weight_column` must be a column name or None, got {config.weight_column!r}.")
 
 
 @dataclass
@@ -103,6 +106,15 @@ class MMPOFields:
     )
     calibration_bins: int = field(
         default=15, metadata={"help": "Number of equal-width bins of the expected calibration error in evaluation."}
+    )
+    weight_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column with a weight w_i >= 0 per pair (finite, not all zero; checked before training, naming "
+            "the row). The batch loss becomes mean_i(w_i * loss_i): normalised by the number of pairs, like TRL's "
+            "WPO weights, so it composes with gradient accumulation; weights with mean 1 keep the loss scale. "
+            "None weights every pair 1."
+        },
     )
 
 
@@ -135,13 +147,30 @@ class MMPOConfig(MMPOFields, DPOConfig):
             SimPO's length-normalised, reference-free reward `beta / |y| * log pi(y)` (no reference model is loaded;
             SimPO's beta is much larger than DPO's, 2.5-10). Not TRL 0.x's `reference_free`, which meant a uniform
             reference without length normalisation.
+        odpo_alpha (`float` or `None`, *optional*, defaults to `None`):
+            ODPO's offset strength `alpha` (Amini et al., 2024, arXiv 2402.10571, the ODPO loss of Section 3): each
+            pair gets the target margin `delta_i = odpo_alpha * f(m_i)` from its margin `m_i = score_chosen -
+            score_rejected` (the same columns as MMPO's), and the loss is `-log sigmoid(z - delta_i)` (with
+            `mmpo_gamma`, `soft_target_loss(z - delta_i, p_i)`). The offset is not multiplied by `beta`. `None`: no
+            offset. Not with [`GammaPOConfig`], whose margins are the other choice of the same term.
+        odpo_scaling (`str`, *optional*, defaults to `"log"`):
+            `f`: `"log"` (the paper's experiments and code; every margin must be `> 0`, so ties are refused, naming
+            the row) or `"identity"` (`delta_i = odpo_alpha * m_i`).
         calibration_bins (`int`, *optional*, defaults to `15`):
             Number of equal-width bins of the expected calibration error logged in evaluation.
+        weight_column (`str` or `None`, *optional*, defaults to `None`):
+            Column with a weight `w_i >= 0` per pair (MADPO-style sample weights). The batch loss is
+            `mean_i(w_i * loss_i)` over the `B` pairs of the micro-batch (not `sum(w * loss) / sum(w)`): TRL's own
+            reduction for its WPO weights, which gives the full batch's value under gradient accumulation. With WPO
+            (`use_weighting`) each pair's weight is `w_i * wpo_i`; RPO's `"sft"` term is weighted the same way.
+            Negative, NaN or infinite weights, and weights that are all zero, are refused before training, naming the
+            row. A weight column is a knob: it trains on this package's loss path.
 
     `label_smoothing` (from [`~trl.DPOConfig`]) with the sigmoid loss applies conservative-DPO smoothing on top: the
     target becomes `(1 - eps) * p + eps * (1 - p)` (stock TRL 1.9-1.16 ignores `label_smoothing` for that loss).
 
-    The knobs are `mmpo_gamma`, `label_smoothing > 0` with the sigmoid loss, `reward_type="simpo"` and (in
+    The knobs are `mmpo_gamma`, `label_smoothing > 0` with the sigmoid loss, `reward_type="simpo"`, `weight_column`
+    and (in
     [`GammaPOConfig`]) the target margins. With every knob off, [`MMPOTrainer`] is [`~trl.DPOTrainer`]: every
     `loss_type`, `loss_weights`, `use_weighting`, `ld_alpha` and `f_divergence_type` works, with TRL's own loss
     and metrics. With a knob on, the loss is `w_i * soft_target_loss(z_i - gamma_i, p_i)`, which replaces DPO's
@@ -157,6 +186,20 @@ class MMPOConfig(MMPOFields, DPOConfig):
             "reference-free reward beta/|y| * log pi(y); no reference model is loaded (not TRL 0.x's "
             "`reference_free`, a uniform reference without length normalisation).",
             "choices": list(REWARD_TYPES),
+        },
+    )
+    odpo_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "ODPO offset strength alpha (arXiv 2402.10571): target margin delta_i = alpha * f(score_chosen - "
+            "score_rejected), loss -log sigmoid(z - delta_i); read from the score (or margin) columns. None: none."
+        },
+    )
+    odpo_scaling: str = field(
+        default="log",
+        metadata={
+            "help": "f of the ODPO offset: 'log' (the paper's; margins must be > 0) or 'identity'.",
+            "choices": list(OFFSET_SCALINGS),
         },
     )
 
@@ -180,12 +223,27 @@ class MMPOConfig(MMPOFields, DPOConfig):
             knobs.append(f"label_smoothing={self.label_smoothing} (cDPO, with the sigmoid loss)")
         if self.simpo:
             knobs.append("reward_type='simpo'")
+        if self.weight_column is not None:
+            knobs.append(f"weight_column={self.weight_column!r}")
+        if self.odpo_alpha is not None:
+            knobs.append(f"odpo_alpha={self.odpo_alpha} (ODPO offsets)")
         return knobs
+
+    @property
+    def positive_margins_for(self) -> str | None:
+        """What needs every margin > 0 (a tie refused, naming the row), or None: ODPO's log offset."""
+        if self.odpo_alpha is not None and self.odpo_scaling == "log":
+            return "ODPO's log offset (`odpo_scaling='log'`, log 0 = -inf)"
+        return None
 
     def _validate_margin_args(self) -> None:
         _validate_mmpo_fields(self)
         if self.reward_type not in REWARD_TYPES:
             raise ValueError(f"`reward_type` must be one of {REWARD_TYPES}, got {self.reward_type!r}.")
+        if self.odpo_alpha is not None and not (math.isfinite(self.odpo_alpha) and self.odpo_alpha >= 0):
+            raise ValueError(f"`odpo_alpha` must be a finite number >= 0, or None; got {self.odpo_alpha}.")
+        if self.odpo_scaling not in OFFSET_SCALINGS:
+            raise ValueError(f"`odpo_scaling` must be one of {OFFSET_SCALINGS}, got {self.odpo_scaling!r}.")
         knobs = self.margin_knobs()
         refuse_liger_bypass(self.use_liger_kernel, knobs)
         if not knobs:
@@ -335,6 +393,12 @@ class GammaPOConfig(MMPOConfig):
 
     def _validate_margin_args(self) -> None:
         super()._validate_margin_args()
+        if self.odpo_alpha is not None:
+            raise ValueError(
+                f"`odpo_alpha={self.odpo_alpha}` is not supported by GammaPOConfig: ODPO's score offsets and "
+                "gamma-PO's dynamic margins are two choices of the same target margin `gamma_i`, one per pair. Use "
+                "MMPOConfig (MMPOTrainer) for ODPO, or unset `odpo_alpha`."
+            )
         if not (math.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"`tau` must be a finite number > 0, got {self.tau}.")
         if not (math.isfinite(self.gamma_beta_ratio) and self.gamma_beta_ratio >= 0):
@@ -392,6 +456,10 @@ class MMPORewardConfig(MMPOFields, RewardConfig):
             training, `"swap"` exchanges chosen and rejected, `"drop"` removes the pair (both are logged with a count).
         calibration_bins (`int`, *optional*, defaults to `15`):
             Number of equal-width bins of the expected calibration error logged in evaluation.
+        weight_column (`str` or `None`, *optional*, defaults to `None`):
+            Column with a weight `w_i >= 0` per pair: the loss is `mean_i(w_i * loss_i)` over the pairs of the
+            micro-batch (plus TRL's `center_rewards_coefficient` term, unweighted). Bad weights are refused as in
+            [`MMPOConfig`].
 
     MMPO's margin and TRL's `margin` column are different knobs. A dataset column named `margin` (Llama 2 style, read
     by [`~trl.RewardTrainer`] whether or not MMPO is on) *shifts the logit*: the loss becomes
@@ -410,3 +478,65 @@ class MMPORewardConfig(MMPOFields, RewardConfig):
 
     def _validate_margin_args(self) -> None:
         _validate_mmpo_fields(self)
+
+
+def _validate_kto_fields(config) -> None:
+    if config.mmpo_gamma is not None and (not math.isfinite(config.mmpo_gamma) or config.mmpo_gamma < 0):
+        raise ValueError(
+            f"`mmpo_gamma` must be a finite number >= 0, or None for KTO's constant weights; got {config.mmpo_gamma}."
+        )
+    if not isinstance(config.score_column, str) or not config.score_column:
+        raise ValueError(f"`score_column` must be a column name, got {config.score_column!r}.")
+
+
+@dataclass
+class MMPOKTOConfig(KTOConfig):
+    r"""
+    Configuration class for [`MMPOKTOTrainer`]: [`~trl.KTOConfig`] plus MMPO's per-sample weights for binary feedback
+    (MMPO paper, Appendix B, "Extension to Binary Feedback").
+
+    KTO weighs every desirable sample's loss by the constant `desirable_weight` and every undesirable one's by
+    `undesirable_weight`. With `mmpo_gamma` set, each sample's weight is refined by how desirable its score `s` makes
+    it, relative to the median score `s_med` of the training set (computed once over all of its samples, desirable
+    and undesirable, before training, and used for evaluation too):
+
+    - desirable: `desirable_weight * sigmoid(mmpo_gamma * (s - s_med))`;
+    - undesirable: `undesirable_weight * sigmoid(mmpo_gamma * (s_med - s))`, the Bradley-Terry probability that a
+      median response beats it (the appendix names only the desirable form; this is its mirror image, so a worse
+      undesirable response weighs more).
+
+    Parameters:
+        mmpo_gamma (`float` or `None`, *optional*, defaults to `None`):
+            Rationality coefficient of the weights. `None`: exactly [`~trl.KTOTrainer`] (constant weights, no score
+            column read).
+        score_column (`str`, *optional*, defaults to `"score"`):
+            Column with each sample's quality score. A missing column, a non-numeric, NaN or infinite score stops
+            before training, naming the column and the row.
+    """
+
+    mmpo_gamma: float | None = field(
+        default=None,
+        metadata={
+            "help": "Rationality coefficient of MMPO's KTO weights: desirable_weight * sigmoid(gamma * (s - median)), "
+            "undesirable_weight * sigmoid(gamma * (median - s)), median of the training set. None: plain KTO."
+        },
+    )
+    score_column: str = field(
+        default="score", metadata={"help": "Column with each sample's score. Only read when `mmpo_gamma` is set."}
+    )
+
+    def __post_init__(self):
+        _before_trl_post_init(self, validate=_validate_kto_fields)
+        super().__post_init__()
+        self._validate_margin_args()
+
+    def margin_knobs(self) -> list[str]:
+        return [] if self.mmpo_gamma is None else [f"mmpo_gamma={self.mmpo_gamma}"]
+
+    def _validate_margin_args(self) -> None:
+        _validate_kto_fields(self)
+        if self.use_liger_kernel and self.mmpo_gamma is not None:
+            raise ValueError(
+                "`use_liger_kernel=True` with `mmpo_gamma`: TRL's Liger KTO loss has no per-sample weights, so the "
+                "MMPO weights would be skipped. Unset `use_liger_kernel`, or `mmpo_gamma`."
+            )

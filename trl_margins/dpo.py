@@ -24,26 +24,31 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from .config import MMPOConfig, upgrade_config
-from .losses import soft_target_loss, soft_target_probs
-from .margins import MARGIN_COLUMN
+from .losses import score_offsets, soft_target_loss, soft_target_probs, weighted_pair_mean
+from .margins import MARGIN_COLUMN, WEIGHT_COLUMN
 from .trainer_utils import (
+    PAIR_COLUMNS,
     CalibrationMixin,
     MarginCollatorMixin,
     add_margins_from_config,
     add_pair_lengths,
+    add_weights_from_config,
     extra_signature_columns,
     missing_margins_error,
+    missing_weights_error,
     with_margin_collator,
+    without_pair_columns,
 )
 from .trl_compat import chosen_nll, tensor_parallel_size, token_outputs
 
-# Batch entries that are not model inputs (TRL's own, plus our margin)
-_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", MARGIN_COLUMN}
+# Batch entries that are not model inputs (TRL's own, plus our margin and pair weight)
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *PAIR_COLUMNS}
 
 
 @dataclasses.dataclass
 class MarginDataCollator(MarginCollatorMixin, DataCollatorForPreference):
-    """TRL's `DataCollatorForPreference` that also carries each pair's margin (`MARGIN_COLUMN`) as a float tensor."""
+    """TRL's `DataCollatorForPreference` that also carries each pair's margin (`MARGIN_COLUMN`) and weight
+    (`WEIGHT_COLUMN`) as float tensors."""
 
 
 # The trainer whose `__init__` is running in this context and needs no reference model (SimPO rewards), else None.
@@ -82,16 +87,20 @@ _DPO_INIT_SIGNATURE = inspect.signature(DPOTrainer.__init__)
 
 
 def refuse_margins_on_vision_data(args: MMPOConfig, train_dataset) -> None:
-    """MMPO margins are added in `_prepare_dataset`, which `DPOTrainer` skips for vision datasets (images are
-    processed on the fly), so `mmpo_gamma` would silently train without margins: refuse it instead."""
-    if args.mmpo_gamma is None or train_dataset is None:
+    """MMPO margins (and pair weights) are added in `_prepare_dataset`, which `DPOTrainer` skips for vision datasets
+    (images are processed on the fly), so `mmpo_gamma`, `odpo_alpha` or `weight_column` would silently train without
+    them: refuse them instead."""
+    fields = {"mmpo_gamma": args.mmpo_gamma, "odpo_alpha": args.odpo_alpha, "weight_column": args.weight_column}
+    on = [f"`{name}`" for name, value in fields.items() if value is not None]
+    if not on or train_dataset is None:
         return
     sample = next(iter(train_dataset))
     if "image" in sample or "images" in sample:
         raise ValueError(
-            "`mmpo_gamma` is not supported with vision datasets (an `image` or `images` column): TRL's DPOTrainer "
-            "prepares them on the fly and skips the dataset preparation that adds the MMPO margins. Unset "
-            "`mmpo_gamma`, or train on a text-only dataset."
+            f"{', '.join(on)} {'is' if len(on) == 1 else 'are'} not supported with vision datasets (an `image` or "
+            "`images` column): TRL's DPOTrainer prepares them on the fly and skips the dataset preparation that adds "
+            "the MMPO margins and pair weights. "
+            f"Unset {', '.join(on)}, or train on a text-only dataset."
         )
 
 
@@ -135,9 +144,10 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
 
     # ---- data path -------------------------------------------------------------------------------------------------
     def _needs_margins(self, args: MMPOConfig) -> bool:
-        return args.mmpo_gamma is not None
+        return args.mmpo_gamma is not None or args.odpo_alpha is not None
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        dataset = add_weights_from_config(dataset, args, dataset_name)  # first: rows named as the user numbers them
         if self._needs_margins(args):
             dataset = add_margins_from_config(dataset, args, dataset_name)
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
@@ -149,7 +159,7 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         self._signature_columns = [*self._signature_columns, *extra]
 
     def compute_ref_log_probs(self, model, inputs):
-        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != MARGIN_COLUMN})
+        return super().compute_ref_log_probs(model, without_pair_columns(inputs))
 
     # ---- the knobs of the one loss ---------------------------------------------------------------------------------
     @property
@@ -169,15 +179,21 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         return probs if eps == 0 else (1 - eps) * probs + eps * (1 - probs)
 
     def target_margins(self, reward_gaps: torch.Tensor, mode: str) -> torch.Tensor | None:
-        """`gamma_i`, subtracted from the reward gap. None here (MMPO has no target margin); gamma-PO overrides it."""
+        """`gamma_i`, subtracted from the reward gap. None here (MMPO has no dynamic margin); gamma-PO overrides it."""
         return None
+
+    def offsets(self, margins: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """ODPO's `delta_i = odpo_alpha * f(m_i)` (the other choice of the target margin), or None without it."""
+        if self.args.odpo_alpha is None:
+            return None
+        if margins is None:
+            raise missing_margins_error("trl_margins.dpo.MarginDataCollator", knob="odpo_alpha")
+        return score_offsets(margins.to(like.device), self.args.odpo_alpha, self.args.odpo_scaling)
 
     # ---- loss ------------------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):
         if not self.knobs_on:
-            return super()._compute_loss(
-                model, {k: v for k, v in inputs.items() if k != MARGIN_COLUMN}, return_outputs
-            )
+            return super()._compute_loss(model, without_pair_columns(inputs), return_outputs)
         mode = "train" if self.model.training else "eval"
         margins = inputs.get(MARGIN_COLUMN)
         model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
@@ -206,10 +222,12 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         reward_gaps = self.beta * (chosen_scores - rejected_scores)  # z
         target_probs = self.target_probs(margins, like=reward_gaps)
         target_margins = self.target_margins(reward_gaps.detach(), mode)
-        logits = reward_gaps if target_margins is None else reward_gaps - target_margins
-        pair_weights = (
-            self._wpo_weights(per_token_logps, outputs, shift_completion_mask) if self.use_weighting else None
-        )
+        offsets = self.offsets(margins, like=reward_gaps)  # refused with gamma-PO's margins: at most one is set
+        logits = reward_gaps
+        for shift in (target_margins, offsets):
+            if shift is not None:
+                logits = logits - shift
+        pair_weights = self.pair_weights(inputs.get(WEIGHT_COLUMN), per_token_logps, outputs, shift_completion_mask)
 
         loss = 0.0
         for loss_type, loss_weight in zip(self.loss_types, self.loss_weights, strict=True):
@@ -218,9 +236,7 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             else:  # "sft" (RPO), as TRL computes it: the mean NLL over the chosen completion tokens
                 nll = chosen_nll(outputs, per_token_logps, inputs["input_ids"], shift_completion_mask)
                 per_pair_loss = nll.expand(chosen_logps.size(0))
-            if pair_weights is not None:
-                per_pair_loss = per_pair_loss * pair_weights
-            loss = loss + per_pair_loss.mean() * loss_weight
+            loss = loss + weighted_pair_mean(per_pair_loss, pair_weights) * loss_weight
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
 
@@ -237,6 +253,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
         }
         if self.args.mmpo_gamma is not None or self.args.label_smoothing > 0:
             per_pair["mmpo/target_prob"] = target_probs
+        if offsets is not None:
+            per_pair["odpo/offset"] = offsets
         self._log_metrics(mode, per_pair)
         if mode == "eval":
             self._collect_calibration(reward_gaps.detach(), target_probs)
@@ -251,6 +269,16 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             with torch.no_grad():
                 outputs = model(**model_kwargs)
         return (loss, outputs) if return_outputs else loss
+
+    def pair_weights(self, column_weights, per_token_logps, outputs, shift_completion_mask) -> torch.Tensor | None:
+        """`w_i`: the `weight_column` weight times WPO's weight (`use_weighting`), whichever are on, else None."""
+        if self.args.weight_column is not None and column_weights is None:
+            raise missing_weights_error("trl_margins.dpo.MarginDataCollator")
+        weights = None if column_weights is None else column_weights.to(per_token_logps.device)
+        if self.use_weighting:
+            wpo = self._wpo_weights(per_token_logps, outputs, shift_completion_mask)
+            weights = wpo if weights is None else weights * wpo
+        return weights
 
     @staticmethod
     def _wpo_weights(per_token_logps, outputs, shift_completion_mask) -> torch.Tensor:

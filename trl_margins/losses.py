@@ -7,6 +7,7 @@ pair, ``p_i`` its target preference probability (MMPO) and ``gamma_i`` its targe
 Papers:
     * MMPO: Kim et al., "Margin Matching Preference Optimization", Section 3.2.
     * gamma-PO: "Robust Preference Optimization via Dynamic Target Margins", Section 3 and Appendix C.
+    * ODPO: Amini, Vieira and Cotterell, "Direct Preference Optimization with an Offset" (arXiv 2402.10571).
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_target_probs", "soft_target_loss", "dynamic_target_margins", "default_step_size"]
+__all__ = [
+    "soft_target_probs",
+    "soft_target_loss",
+    "dynamic_target_margins",
+    "default_step_size",
+    "weighted_pair_mean",
+    "score_offsets",
+    "OFFSET_SCALINGS",
+    "kto_sample_weights",
+]
+
+OFFSET_SCALINGS = ("log", "identity")
+"""The scaling functions `f` of ODPO's offset `alpha * f(score_w - score_l)`: the paper's `log`, or none."""
 
 
 def soft_target_probs(margins: torch.Tensor, gamma: float | None) -> torch.Tensor:
@@ -59,6 +72,84 @@ def soft_target_loss(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.
     z = logits.float()
     p = torch.as_tensor(target_probs, device=z.device).float()
     return -(p * F.logsigmoid(z) + (1.0 - p) * F.logsigmoid(-z))
+
+
+def weighted_pair_mean(per_pair_loss: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The batch loss from per-pair losses and pair weights: ``mean_i(w_i * loss_i)`` (the ``w_i`` knob of the one
+    loss, ``DESIGN.md``), the plain mean without weights.
+
+    Normalised by the number of pairs ``B``, not by ``sum_i w_i``: the same reduction as TRL's DPO loss and its WPO
+    weights (``(losses * weights).mean()``), and the one that composes with gradient accumulation and data
+    parallelism, since micro-batches of equal size average to the full batch's value whatever their weights (a
+    ``sum(w * loss) / sum(w)`` per micro-batch would give each micro-batch the same say however much weight it holds).
+    The loss scale therefore follows the weights' mean: weights with mean 1 over the dataset keep the learning rate's
+    meaning.
+
+    Args:
+        per_pair_loss: ``[B]`` per-pair losses.
+        weights: ``[B]`` weights ``>= 0`` (validated on the dataset, `margins.add_weight_column`), or None.
+    """
+    if weights is None:
+        return per_pair_loss.mean()
+    return (per_pair_loss * weights.to(per_pair_loss.device)).mean()
+
+
+def score_offsets(margins: torch.Tensor, alpha: float, scaling: str = "log") -> torch.Tensor:
+    """ODPO's per-pair offset ``delta_i = alpha * f(score_w - score_l)``, a target margin from the score difference.
+
+    ODPO (Amini et al., 2024, arXiv 2402.10571, Section 3, the ODPO loss ``L_ODPO``) trains with
+    ``-log sigmoid(z - delta_i)``, ``z`` being DPO's reward gap ``beta * (log pi/pi_ref(y_w) - log pi/pi_ref(y_l))``:
+    the chosen response must win by more than the offset, which grows with how much better it scored. The offset is
+    ``delta_i = alpha * f(score(y_w) - score(y_l))`` with ``f`` monotone increasing; the paper's experiments use
+    ``f = log`` (``"log"``), as its code does (``rycolab/odpo``, ``trainers.py``, ``preference_loss``:
+    ``margin = log(chosen_rewards - rejected_rewards)``, ``-logsigmoid(beta * logits - alpha * margin)``), and its
+    ablation compares it with other scalings; ``"identity"`` gives ``alpha * (score_w - score_l)``. The offset is not
+    multiplied by ``beta``. With ``f = log`` a score difference below 1 gives a negative offset, as published.
+
+    In this package's one loss it is the target margin ``gamma_i``: ``soft_target_loss(z - delta_i, p_i)``, so it
+    composes with MMPO's soft targets (both read the same margin) and pair weights.
+
+    Args:
+        margins: score differences ``score_w - score_l``, any shape; ``> 0`` for ``"log"`` (``log 0 = -inf`` would
+            give the pair a loss of 0), ``>= 0`` otherwise.
+        alpha: the offset strength, a finite number ``>= 0`` (the paper's ``alpha``; its code's default is 1).
+        scaling: ``f``, one of ``OFFSET_SCALINGS``.
+
+    Returns:
+        A float32 tensor of offsets, the shape of ``margins``, without gradient.
+    """
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
+    if scaling not in OFFSET_SCALINGS:
+        raise ValueError(f"scaling must be one of {OFFSET_SCALINGS}, got {scaling!r}.")
+    m = torch.as_tensor(margins).detach().float()
+    if scaling == "log":
+        if (m <= 0).any():
+            raise ValueError("ODPO's log scaling needs score differences > 0; got one <= 0.")
+        return alpha * torch.log(m)
+    return alpha * m
+
+
+def kto_sample_weights(scores: torch.Tensor, desirable: torch.Tensor, median: float, gamma: float) -> torch.Tensor:
+    """MMPO's per-sample weight factors for binary (KTO) feedback (MMPO paper, Appendix B, "Extension to Binary
+    Feedback"): the Bradley-Terry probability of each sample against the median score ``s_med``,
+
+        desirable: ``sigmoid(gamma * (s - s_med))``;   undesirable: ``sigmoid(gamma * (s_med - s))``.
+
+    The appendix gives the desirable form ("a sigmoid function [of] the difference between the sample's score and
+    the median score"); the undesirable one is its mirror image, the probability that a median sample beats it, so
+    the worse an undesirable sample, the more it weighs. They multiply KTO's ``desirable_weight`` /
+    ``undesirable_weight``. ``gamma = 0`` gives 0.5 everywhere.
+
+    Args:
+        scores: ``[N]`` scores. desirable: ``[N]`` booleans (KTO's ``label``). median: ``s_med``, the training set's.
+        gamma: finite, ``>= 0``.
+    """
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}.")
+    diff = torch.as_tensor(scores).detach().float() - median
+    sign = torch.where(torch.as_tensor(desirable, dtype=torch.bool), 1.0, -1.0)
+    return torch.sigmoid(gamma * sign * diff)
 
 
 def default_step_size(tau: float) -> float:

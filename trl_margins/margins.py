@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 MARGIN_COLUMN = "mmpo_margin"
 """Internal column holding the validated margin of each pair. Kept out of the model's forward."""
 
+WEIGHT_COLUMN = "mmpo_pair_weight"
+"""Internal column holding the validated weight of each pair (`weight_column`). Kept out of the model's forward."""
+
 NegativeMarginPolicy = Literal["error", "swap", "drop"]
 NEGATIVE_MARGIN_POLICIES = ("error", "swap", "drop")
 
@@ -81,6 +84,7 @@ def add_margin_column(
     margin_column: str | None = None,
     negative_margins: NegativeMarginPolicy = "error",
     dataset_name: str = "train",
+    positive_for: str | None = None,
 ) -> Dataset | IterableDataset:
     """Validate the scores (or margin) of a preference dataset and store the margin in ``MARGIN_COLUMN``.
 
@@ -92,6 +96,8 @@ def add_margin_column(
             (default) stops; ``"swap"`` exchanges chosen and rejected (and their scores) so the margin becomes
             positive; ``"drop"`` removes the pair. Swaps and drops are counted and logged.
         dataset_name: used in messages.
+        positive_for: when set, a margin of exactly 0 (a tie) is an error too, and this names what needs margins
+            ``> 0`` in the message (e.g. ODPO's log offset).
 
     Returns:
         The dataset with ``MARGIN_COLUMN`` added (a no-op if it is already there).
@@ -109,7 +115,7 @@ def add_margin_column(
         paired.append((score_chosen_column, score_rejected_column))
 
     if isinstance(dataset, IterableDataset):
-        return _add_margin_column_lazily(dataset, columns, paired, negative_margins, dataset_name)
+        return _add_margin_column_lazily(dataset, columns, paired, negative_margins, dataset_name, positive_for)
     if MARGIN_COLUMN in dataset.column_names:
         return dataset
 
@@ -120,6 +126,10 @@ def add_margin_column(
         rejected = _column_values(dataset, score_rejected_column)
         margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
 
+    if positive_for is not None:
+        zero_rows = [i for i, m in enumerate(margins) if m == 0]
+        if zero_rows:
+            raise _zero_margin_error(zero_rows[0], len(zero_rows), len(margins), columns, dataset_name, positive_for)
     negative_rows = [i for i, m in enumerate(margins) if m < 0]
     if negative_rows and negative_margins == "error":
         raise DataError(
@@ -164,6 +174,7 @@ def _add_margin_column_lazily(
     paired: list[tuple[str, str]],
     negative_margins: NegativeMarginPolicy,
     dataset_name: str,
+    positive_for: str | None = None,
 ) -> IterableDataset:
     # A streamed dataset can't be scanned up front: the same checks run as each row is read.
     first = next(iter(dataset))
@@ -179,6 +190,8 @@ def _add_margin_column_lazily(
     def margin_of(example, idx):
         values = [_check_number(example[c], c, idx) for c in columns]
         margin = values[0] if len(values) == 1 else values[0] - values[1]
+        if margin == 0 and positive_for is not None:
+            raise _zero_margin_error(idx, None, None, columns, dataset_name, positive_for)
         if margin < 0:
             if negative_margins == "error":
                 raise DataError(
@@ -200,3 +213,85 @@ def _add_margin_column_lazily(
         )
         dataset = dataset.filter(lambda example: example[MARGIN_COLUMN] >= 0)
     return dataset
+
+
+def _zero_margin_error(
+    row: int, count: int | None, total: int | None, columns: tuple[str, ...], dataset_name: str, positive_for: str
+) -> DataError:
+    counted = f"{count} of {total} pairs" if count is not None else "A pair"
+    return DataError(
+        f"{counted} in the {dataset_name} dataset have a margin of 0 (a tie, from {' - '.join(columns)}); the first "
+        f"is row {row}. {positive_for} needs margins > 0: drop the ties (e.g. `dataset.filter(...)`) or choose "
+        "another setting."
+    )
+
+
+def _check_weight(value, column: str, row: int) -> float:
+    """One pair weight as a finite float >= 0, or a DataError that names the column and the row."""
+    weight = _check_number(value, column, row)
+    if weight < 0:
+        raise DataError(
+            f"Column '{column}' holds a negative pair weight ({weight:g}) at row {row}. Pair weights must be >= 0 "
+            "(0 leaves the pair out of the loss): fix or drop such rows before training."
+        )
+    return weight
+
+
+def add_weight_column(
+    dataset: Dataset | IterableDataset, weight_column: str, dataset_name: str = "train"
+) -> Dataset | IterableDataset:
+    """Validate a per-pair weight column and store the weights in ``WEIGHT_COLUMN``.
+
+    Add it before `add_margin_column`, so that rows are named as in the user's dataset and a dropped pair takes its
+    weight with it.
+
+    Raises:
+        DataError (a ValueError): a missing column (listing the columns present); a non-numeric, NaN, infinite or
+            negative weight (naming the column and the row); weights that are all zero (nothing would be trained).
+            A streamed dataset is checked row by row as it is read, where "all zero" can't be known in advance.
+    """
+    if isinstance(dataset, IterableDataset):
+        first = next(iter(dataset))
+        if WEIGHT_COLUMN in first:
+            return dataset
+        if weight_column not in first:
+            raise DataError(
+                f"The {dataset_name} dataset has no column '{weight_column}' (`weight_column`). Columns present: "
+                f"{sorted(first)}."
+            )
+        return dataset.map(
+            lambda example, idx: {WEIGHT_COLUMN: _check_weight(example[weight_column], weight_column, idx)},
+            with_indices=True,
+        )
+    if WEIGHT_COLUMN in dataset.column_names:
+        return dataset
+    if weight_column not in dataset.column_names:
+        raise DataError(
+            f"The {dataset_name} dataset has no column '{weight_column}' (`weight_column`). Columns present: "
+            f"{sorted(dataset.column_names)}. Name the column of per-pair weights with `weight_column` "
+            "(`--weight_column NAME` on the command line), or leave it unset to weight every pair 1."
+        )
+    weights = [_check_weight(v, weight_column, i) for i, v in enumerate(dataset[weight_column])]
+    if weights and not any(weights):
+        raise DataError(
+            f"Every pair weight in column '{weight_column}' of the {dataset_name} dataset is 0 (rows 0 to "
+            f"{len(weights) - 1}): the loss would be 0 and nothing would be trained. Fix the weights, or leave "
+            "`weight_column` unset."
+        )
+    return dataset.add_column(WEIGHT_COLUMN, weights)
+
+
+def column_scores(dataset: Dataset, column: str, needed_by: str, dataset_name: str = "train") -> list[float]:
+    """The values of a score column as finite floats, or a DataError naming the column (listing the columns present
+    when it is missing) or the first bad row. `needed_by` names the option that reads it, for the message."""
+    if not isinstance(dataset, Dataset):
+        raise UsageError(
+            f"{needed_by} needs the {dataset_name} dataset's scores up front, which a streamed dataset can't give: "
+            "pass a map-style `datasets.Dataset`."
+        )
+    if column not in dataset.column_names:
+        raise DataError(
+            f"The {dataset_name} dataset has no column '{column}', which {needed_by} reads. Columns present: "
+            f"{sorted(dataset.column_names)}. Name the score column with `score_column`."
+        )
+    return [_check_number(v, column, i) for i, v in enumerate(dataset[column])]

@@ -27,15 +27,17 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import get_config_model_id
 
 from .config import MMPORewardConfig, upgrade_config
-from .losses import soft_target_loss, soft_target_probs
-from .margins import MARGIN_COLUMN
+from .losses import soft_target_loss, soft_target_probs, weighted_pair_mean
+from .margins import MARGIN_COLUMN, WEIGHT_COLUMN
 from .trainer_utils import (
     CalibrationMixin,
     MarginCollatorMixin,
     add_margins_from_config,
     add_pair_lengths,
+    add_weights_from_config,
     extra_signature_columns,
     missing_margins_error,
+    missing_weights_error,
     with_margin_collator,
 )
 from .trl_compat import main_process_first
@@ -48,8 +50,9 @@ TRL_MARGIN_COLUMN = "margin"
 
 @dataclasses.dataclass
 class RewardMarginDataCollator(MarginCollatorMixin, DataCollatorForPreference):
-    """TRL's reward `DataCollatorForPreference` that also carries each pair's MMPO margin (`MARGIN_COLUMN`) as a
-    float tensor of shape `[B]`. TRL's own `margin` column is still handled by the parent."""
+    """TRL's reward `DataCollatorForPreference` that also carries each pair's MMPO margin (`MARGIN_COLUMN`) and
+    weight (`WEIGHT_COLUMN`) as float tensors of shape `[B]`. TRL's own `margin` column is still handled by the
+    parent."""
 
 
 def _tokenize_without_eos(
@@ -123,6 +126,7 @@ class MMPORewardTrainer(CalibrationMixin, RewardTrainer):
 
     # ---- data path -------------------------------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        dataset = add_weights_from_config(dataset, args, dataset_name)  # first: rows named as the user numbers them
         if args.mmpo_gamma is not None:
             dataset = add_margins_from_config(dataset, args, dataset_name)
         if isinstance(processing_class, PreTrainedTokenizerBase) and processing_class.eos_token is None:
@@ -155,13 +159,15 @@ class MMPORewardTrainer(CalibrationMixin, RewardTrainer):
         rewards_rejected: torch.Tensor,
         target_probs: torch.Tensor,
         trl_margin: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """TRL's reward loss with MMPO's soft target (Section 3.2): the mean over pairs of
-        `soft_target_loss(r_w - r_l - trl_margin, p)`, plus TRL's `center_rewards_coefficient` term. All inputs `[B]`.
+        """TRL's reward loss with MMPO's soft target (Section 3.2) and pair weights: `mean_i(w_i *
+        soft_target_loss(r_w - r_l - trl_margin, p)_i)` (`w_i = 1` without weights), plus TRL's
+        `center_rewards_coefficient` term. All inputs `[B]`.
         """
         reward_gaps = rewards_chosen - rewards_rejected
         logits = reward_gaps if trl_margin is None else reward_gaps - trl_margin
-        loss = soft_target_loss(logits, target_probs).mean()
+        loss = weighted_pair_mean(soft_target_loss(logits, target_probs), weights)
         coef = self.args.center_rewards_coefficient
         if coef is not None:  # unchanged from TRL: pulls the rewards towards mean zero
             loss = loss + coef * torch.mean((rewards_chosen + rewards_rejected) ** 2)
@@ -171,14 +177,19 @@ class MMPORewardTrainer(CalibrationMixin, RewardTrainer):
         mode = "train" if self.model.training else "eval"
         inputs = dict(inputs)
         margins = inputs.pop(MARGIN_COLUMN, None)  # TRL passes every other entry to the model
+        weights = inputs.pop(WEIGHT_COLUMN, None)
+        if self.args.weight_column is not None and weights is None:
+            raise missing_weights_error("trl_margins.reward.RewardMarginDataCollator")
         # TRL's own step: forward, Bradley-Terry loss, token count and its metrics
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         # Rewards are `[2B, 1]` (chosen rows, then rejected rows): squeeze so that they meet `[B]` targets pair by pair
         rewards_chosen, rewards_rejected = outputs.logits.squeeze(-1).chunk(2)
         reward_gaps = rewards_chosen - rewards_rejected
         target_probs = self.target_probs(margins, like=reward_gaps)
-        if self.args.mmpo_gamma is not None:
-            loss = self.mmpo_loss(rewards_chosen, rewards_rejected, target_probs, inputs.get(TRL_MARGIN_COLUMN))
+        if self.args.mmpo_gamma is not None or weights is not None:
+            loss = self.mmpo_loss(
+                rewards_chosen, rewards_rejected, target_probs, inputs.get(TRL_MARGIN_COLUMN), weights=weights
+            )
         self._log_target_metrics(mode, reward_gaps.detach(), target_probs)
         return (loss, outputs) if return_outputs else loss
 

@@ -14,18 +14,27 @@ from datasets import Dataset
 from transformers.trainer_utils import EvalLoopOutput
 
 from .evaluation import brier_score, expected_calibration_error
-from .margins import MARGIN_COLUMN, add_margin_column
+from .margins import MARGIN_COLUMN, WEIGHT_COLUMN, add_margin_column, add_weight_column
+
+PAIR_COLUMNS = (MARGIN_COLUMN, WEIGHT_COLUMN)
+"""The internal per-pair columns that travel through the collator to the loss, and never into the model."""
 
 
 class MarginCollatorMixin:
-    """Mixed into a TRL preference collator: also carries each pair's margin (`MARGIN_COLUMN`) as a `[B]` float
-    tensor, which TRL's collators would drop."""
+    """Mixed into a TRL preference collator: also carries each pair's margin (`MARGIN_COLUMN`) and weight
+    (`WEIGHT_COLUMN`), where the dataset has them, as `[B]` float tensors, which TRL's collators would drop."""
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         output = super().torch_call(examples)
-        if MARGIN_COLUMN in examples[0]:
-            output[MARGIN_COLUMN] = torch.tensor([float(ex[MARGIN_COLUMN]) for ex in examples], dtype=torch.float32)
+        for column in PAIR_COLUMNS:
+            if column in examples[0]:
+                output[column] = torch.tensor([float(ex[column]) for ex in examples], dtype=torch.float32)
         return output
+
+
+def without_pair_columns(inputs: dict[str, Any]) -> dict[str, Any]:
+    """`inputs` without our per-pair columns, for TRL code that passes every entry on to the model."""
+    return {k: v for k, v in inputs.items() if k not in PAIR_COLUMNS}
 
 
 def with_margin_collator(collator, default_class: type, margin_class: type):
@@ -33,6 +42,14 @@ def with_margin_collator(collator, default_class: type, margin_class: type):
     if type(collator) is not default_class:
         return collator
     return margin_class(**{name: getattr(collator, name) for name in collator.__dataclass_fields__})
+
+
+def add_weights_from_config(dataset, args, dataset_name: str):
+    """`add_weight_column` with the config's `weight_column`; the dataset as it is without one. Call it before
+    `add_margins_from_config`, so that bad rows are named as in the user's dataset."""
+    if args.weight_column is None:
+        return dataset
+    return add_weight_column(dataset, args.weight_column, dataset_name)
 
 
 def add_margins_from_config(dataset, args, dataset_name: str):
@@ -44,6 +61,7 @@ def add_margins_from_config(dataset, args, dataset_name: str):
         margin_column=args.margin_column,
         negative_margins=args.negative_margins,
         dataset_name=dataset_name,
+        positive_for=getattr(args, "positive_margins_for", None),
     )
 
 
@@ -69,17 +87,24 @@ def add_pair_lengths(dataset, args):
 
 
 def extra_signature_columns(args) -> list[str]:
-    """The columns our trainers read beyond TRL's, which `remove_unused_columns` must keep: the margin, and the pair
-    length that `add_pair_lengths` adds."""
-    columns = [MARGIN_COLUMN]
+    """The columns our trainers read beyond TRL's, which `remove_unused_columns` must keep: the margin, the pair
+    weight, and the pair length that `add_pair_lengths` adds."""
+    columns = list(PAIR_COLUMNS)
     if args.train_sampling_strategy == "group_by_length":
         columns.append(args.length_column_name)
     return columns
 
 
-def missing_margins_error(collator_name: str) -> ValueError:
+def missing_margins_error(collator_name: str, knob: str = "mmpo_gamma") -> ValueError:
     return ValueError(
-        f"`mmpo_gamma` is set but the batch carries no margins (`{MARGIN_COLUMN}`). If you passed your own "
+        f"`{knob}` is set but the batch carries no margins (`{MARGIN_COLUMN}`). If you passed your own "
+        f"`data_collator`, make it keep that column (see `{collator_name}`)."
+    )
+
+
+def missing_weights_error(collator_name: str) -> ValueError:
+    return ValueError(
+        f"`weight_column` is set but the batch carries no pair weights (`{WEIGHT_COLUMN}`). If you passed your own "
         f"`data_collator`, make it keep that column (see `{collator_name}`)."
     )
 

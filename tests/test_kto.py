@@ -1,0 +1,114 @@
+"""MMPOKTOTrainer: plain KTO without `mmpo_gamma`, MMPO's per-sample weights (MMPO paper, App. B) against an
+independent computation, bad scores, and two steps on the bundled VADER samples."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from trl import KTOConfig, KTOTrainer
+
+from trl_margins import MMPOKTOConfig, MMPOKTOTrainer
+from trl_margins.losses import kto_sample_weights
+from trl_margins.margins import WEIGHT_COLUMN
+
+from .conftest import base_args, make_preference_dataset
+
+
+def _unpaired(pairs) -> Dataset:
+    """Each pair as two KTO samples: the chosen one desirable, the rejected one undesirable, with their scores."""
+    rows = []
+    for r in pairs:
+        rows.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True, "score": r["score_chosen"]})
+        rows.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False, "score": r["score_rejected"]})
+    return Dataset.from_list(rows)
+
+
+def _kto_args(tmp_path, **overrides):
+    return base_args(tmp_path, max_steps=2, **overrides)
+
+
+def _losses(trainer):
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def test_kto_sample_weights_are_bradley_terry_against_the_median():
+    scores = torch.tensor([1.0, 4.0, 6.0, 9.0])
+    desirable = torch.tensor([True, True, False, False])
+    expected = 1 / (1 + np.exp(-0.5 * np.array([1 - 5, 4 - 5, 5 - 6, 5 - 9])))
+    np.testing.assert_allclose(kto_sample_weights(scores, desirable, 5.0, 0.5).numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="gamma"):
+        kto_sample_weights(scores, desirable, 5.0, -1.0)
+
+
+def test_without_gamma_it_is_trls_kto_trainer(tiny_model_dir, tmp_path):
+    ds = _unpaired(make_preference_dataset(8))
+    stock = KTOTrainer(tiny_model_dir, args=KTOConfig(**_kto_args(tmp_path / "stock")), train_dataset=ds)
+    stock.train()
+    ours = MMPOKTOTrainer(tiny_model_dir, args=KTOConfig(**_kto_args(tmp_path / "ours")), train_dataset=ds)
+    assert isinstance(ours.args, MMPOKTOConfig) and ours.args.mmpo_gamma is None
+    ours.train()
+    assert _losses(ours) == _losses(stock) and len(_losses(ours)) == 2
+    for key in ("kl", "rewards/chosen", "logps/chosen", "rewards/margins"):
+        theirs, mine = ([h.get(key) for h in t.state.log_history if "loss" in h] for t in (stock, ours))
+        assert mine == theirs, key
+
+
+def test_weights_refine_kto_weights_from_the_training_median(tiny_model_dir, tmp_path):
+    gamma = 0.8
+    ds = _unpaired(make_preference_dataset(8, seed=4))
+    args = MMPOKTOConfig(**_kto_args(tmp_path, mmpo_gamma=gamma, desirable_weight=1.5, undesirable_weight=0.7))
+    trainer = MMPOKTOTrainer(tiny_model_dir, args=args, train_dataset=ds)
+    median = float(np.median(ds["score"]))
+    assert trainer.score_median == median
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])  # the first 4 samples, in order
+    assert WEIGHT_COLUMN in batch
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    # Independent: the weights from the raw scores, then TRL's own loss with them in place of its constants
+    labels = batch["label"].bool()
+    scores = np.array(trainer.train_dataset["score"][: len(labels)])
+    assert labels.tolist() == [True, False, True, False]
+    sign = np.where(labels.numpy(), 1.0, -1.0)
+    factor = torch.tensor(1 / (1 + np.exp(-gamma * sign * (scores - median))), dtype=torch.float32)
+    stock = {k: v for k, v in batch.items() if k != WEIGHT_COLUMN}
+    trainer.desirable_weight, trainer.undesirable_weight = 1.5 * factor[labels], 0.7 * factor[~labels]
+    with torch.no_grad():
+        expected = KTOTrainer._compute_loss(trainer, trainer.model, stock, False)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    assert not torch.allclose(factor, torch.full_like(factor, 0.5)), "the test needs scores away from the median"
+    # Our step puts KTO's constants back after using per-sample weights
+    trainer.compute_loss(trainer.model, dict(batch))
+    assert (trainer.desirable_weight, trainer.undesirable_weight) == (1.5, 0.7)
+
+
+def test_bad_scores_name_the_column_and_row(tiny_model_dir, tmp_path):
+    ds = _unpaired(make_preference_dataset(4))
+    args = MMPOKTOConfig(**_kto_args(tmp_path, mmpo_gamma=1.0))
+    with pytest.raises(ValueError, match="no column 'rating'.*Columns present"):
+        MMPOKTOTrainer(
+            tiny_model_dir, args=MMPOKTOConfig(**_kto_args(tmp_path, mmpo_gamma=1.0, score_column="rating")),
+            train_dataset=ds,
+        )  # fmt: skip
+    bad = ds.map(lambda r, i: {"score": float("nan") if i == 5 else r["score"]}, with_indices=True)
+    with pytest.raises(ValueError, match="'score' holds a non-finite value \\(nan\\) at row 5"):
+        MMPOKTOTrainer(tiny_model_dir, args=args, train_dataset=bad)
+    with pytest.raises(ValueError, match="mmpo_gamma"):
+        MMPOKTOConfig(**_kto_args(tmp_path, mmpo_gamma=-1.0))
+
+
+def test_trains_on_the_bundled_vader_samples(tiny_model_dir, tmp_path):
+    from trl_margins.assets import load_bundled_pairs
+
+    ds = _unpaired(load_bundled_pairs("train").select(range(8)))
+    trainer = MMPOKTOTrainer(
+        tiny_model_dir, args=MMPOKTOConfig(**_kto_args(tmp_path, mmpo_gamma=1.0)), train_dataset=ds
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) and 0 < h["mmpo/kto_weight"] < 1 for h in logs)
