@@ -164,6 +164,24 @@ def make_preference_dataset(n: int = 16, seed: int = 0, conversational: bool = F
     return Dataset.from_list(rows)
 
 
+def perturb(model, scale: float = 0.05) -> None:
+    """Move a policy away from its reference (noise on every weight), so that its implicit rewards are not all 0."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+
+
+def eval_loss(trainer, batch: dict):
+    """The trainer's loss on one collated batch, in eval mode (no dropout) and without gradients."""
+    import torch
+
+    trainer.model.eval()
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, dict(batch))
+
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

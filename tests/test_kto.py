@@ -13,7 +13,7 @@ from trl_margins import MMPOKTOConfig, MMPOKTOTrainer
 from trl_margins.losses import kto_sample_weights
 from trl_margins.margins import WEIGHT_COLUMN
 
-from .conftest import base_args, make_preference_dataset
+from .conftest import base_args, eval_loss, make_preference_dataset, perturb
 
 
 def _unpaired(pairs) -> Dataset:
@@ -62,14 +62,10 @@ def test_weights_refine_kto_weights_from_the_training_median(tiny_model_dir, tmp
     trainer = MMPOKTOTrainer(tiny_model_dir, args=args, train_dataset=ds)
     median = float(np.median(ds["score"]))
     assert trainer.score_median == median
-    with torch.no_grad():
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(trainer.model)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])  # the first 4 samples, in order
     assert WEIGHT_COLUMN in batch
-    trainer.model.eval()
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss = eval_loss(trainer, batch)
     # Independent: the weights from the raw scores, then TRL's own loss with them in place of its constants
     labels = batch["label"].bool()
     scores = np.array(trainer.train_dataset["score"][: len(labels)])

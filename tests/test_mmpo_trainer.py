@@ -15,7 +15,7 @@ from trl_margins.evaluation import expected_calibration_error
 from trl_margins.margins import MARGIN_COLUMN
 from trl_margins.trl_compat import token_outputs
 
-from .conftest import base_args, make_preference_dataset
+from .conftest import base_args, eval_loss, make_preference_dataset, perturb
 
 
 def _completion_logps(model, batch) -> torch.Tensor:
@@ -38,14 +38,10 @@ def test_loss_matches_an_independent_computation(tiny_model_dir, tmp_path):
         train_dataset=make_preference_dataset(8),
     )
     # Perturb the policy so that it differs from its reference
-    with torch.no_grad():
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(trainer.model)
     batch = next(iter(trainer.get_train_dataloader()))
     assert MARGIN_COLUMN in batch
-    trainer.model.eval()
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss = eval_loss(trainer, batch)
 
     policy = _completion_logps(trainer.model, batch)
     reference = _completion_logps(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch)
@@ -144,9 +140,7 @@ def test_evaluation_reports_calibration_against_the_targets(tiny_model_dir, tmp_
         train_dataset=make_preference_dataset(8),
         eval_dataset=eval_ds,
     )
-    with torch.no_grad():
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(trainer.model)
     metrics = trainer.evaluate()
 
     # Independent: one batch of all ten pairs, plain logits, float64
@@ -308,13 +302,9 @@ def _completion_wpo_weights(model, batch) -> torch.Tensor:
 def _perturbed_step(trainer, model_dir):
     """Perturb the policy away from its reference, then the loss of the first batch and, independently in float64,
     the batch's policy/reference log-ratios of the chosen and rejected completions."""
-    with torch.no_grad():
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(trainer.model)
     batch = next(iter(trainer.get_train_dataloader()))
-    trainer.model.eval()
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss = eval_loss(trainer, batch)
     policy = _completion_logps(trainer.model, batch)
     reference = _completion_logps(AutoModelForCausalLM.from_pretrained(model_dir), batch)
     return batch, loss, *(policy - reference).chunk(2)

@@ -23,7 +23,7 @@ from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOTrainer
 from trl_margins.dpo import refuse_margins_on_vision_data
 from trl_margins.margins import MARGIN_COLUMN
 
-from .conftest import base_args, make_preference_dataset
+from .conftest import base_args, eval_loss, make_preference_dataset, perturb
 from .test_mmpo_trainer import _completion_logps, _completion_wpo_weights
 
 # Logged once at the end of `train()`, or wall-clock dependent
@@ -209,10 +209,8 @@ def test_knob_on_evaluation_has_trl_keys_plus_calibration(tiny_model_dir, tmp_pa
             train_dataset=ds,
             eval_dataset=ds,
         )
-        with torch.no_grad():  # the same perturbation in both, so that the rewards are not all zero
-            torch.manual_seed(1)
-            for p in trainer.model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
+        torch.manual_seed(1)  # the same perturbation in both, so that the rewards are not all zero
+        perturb(trainer.model)
         metrics.append(trainer.evaluate())
     stock, ours = metrics
     assert set(ours) == set(stock) | {"eval_mmpo/target_prob", "eval_mmpo/ece", "eval_mmpo/brier"}
@@ -238,13 +236,9 @@ def test_rpo_with_loss_weights_matches_an_independent_computation(use_weighting,
         ),
         train_dataset=make_preference_dataset(8),
     )
-    with torch.no_grad():
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(trainer.model)
     batch = next(iter(trainer.get_train_dataloader()))
-    trainer.model.eval()
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss = eval_loss(trainer, batch)
 
     # Independent, float64, from plain logits
     with torch.no_grad():
