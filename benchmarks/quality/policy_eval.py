@@ -58,8 +58,14 @@ def completion_logps(model, tokenizer, rows: list[dict], sizes: Sizes) -> dict[s
     ``rejected_lengths``."""
     from trl_margins.rewards_extraction import completion_log_probs
 
+    # Batches of 16 in the rows' order, one call each: the library sorts pairs by length across a call, which changes
+    # bf16 results in the third decimal; fixed batches keep every run of the benchmark (and its resumed or added
+    # seeds) on the same batches as the results it is compared with.
+    pairs = [conversational(r) for r in rows]
     with autocast(sizes.bf16):
-        logps = completion_log_probs(model, tokenizer, [conversational(r) for r in rows], 16, sizes.max_length)
+        parts = [completion_log_probs(model, tokenizer, pairs[i : i + 16], 16, sizes.max_length)
+                 for i in range(0, len(pairs), 16)]  # fmt: skip
+    logps = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     return {key: value.float() if key.endswith("_logps") else value for key, value in logps.items()}
 
 
