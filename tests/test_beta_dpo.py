@@ -3,10 +3,6 @@ computations; the trainer's loss; knob off; evaluation, resume, 2 processes, and
 
 import math
 import os
-import shutil
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +14,7 @@ from trl_margins import GammaPOConfig, MMPOConfig, MMPOTrainer
 from trl_margins.gap_statistics import GAP_STATE_FILE, GapStatistics
 from trl_margins.losses import beta_dpo_keep_count, beta_guided_keep_mask, dynamic_beta
 
-from .conftest import base_args, eval_loss, make_preference_dataset, perturb, subprocess_env
+from .conftest import base_args, eval_loss, make_preference_dataset, perturb, run_on_two_processes, train_and_resume
 from .test_mmpo_trainer import _perturbed_step
 
 
@@ -176,13 +172,9 @@ def test_evaluation_does_not_change_training(tiny_model_dir, tmp_path):
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_model_dir, tmp_path):
     ds = make_preference_dataset(24)
     common = dict(max_steps=6, save_strategy="steps", save_steps=3, beta=1.0)
-    full = _trainer(tiny_model_dir, tmp_path / "full", dataset=ds, **common)
-    full.train()
-    checkpoint = tmp_path / "full" / "checkpoint-3"
-    assert (checkpoint / GAP_STATE_FILE).is_file()
-    shutil.copytree(checkpoint, tmp_path / "resumed" / "checkpoint-3")
-    resumed = _trainer(tiny_model_dir, tmp_path / "resumed", dataset=ds, **common)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-3"))
+    full, resumed = train_and_resume(
+        lambda out: _trainer(tiny_model_dir, out, dataset=ds, **common), tmp_path, GAP_STATE_FILE
+    )
     for key in ("loss", "beta_dpo/beta", "beta_dpo/gap_std"):
         assert _history(resumed, key)[3:] == _history(full, key)[3:], key
     a, b = full.gap_statistics.state_dict(), resumed.gap_statistics.state_dict()
@@ -221,15 +213,7 @@ def test_gamma_po_margins_are_refused(tmp_path):
 
 
 def test_two_processes_hold_identical_statistics_and_masks(tiny_model_dir, tmp_path):
-    env = subprocess_env(OMP_NUM_THREADS="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    script = os.path.join(os.path.dirname(__file__), "dist_beta_dpo.py")
-    with socket.socket() as probe:  # a free port: a fixed one fails while another run holds it
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
-    result = subprocess.run([*cmd, script, tiny_model_dir, str(tmp_path)], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_on_two_processes(os.path.join(os.path.dirname(__file__), "dist_beta_dpo.py"), tiny_model_dir, str(tmp_path))
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert rank0["world"] == 2 and rank0["updates"] == 3
     for key in ("mean", "std", "weights", "gaps"):
