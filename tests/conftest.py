@@ -267,3 +267,37 @@ def tiny_rm_dir(tiny_model_dir, tmp_path_factory) -> str:
     model.save_pretrained(path)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
     return path
+
+
+def train_and_resume(make_trainer, root, state_file: str, step: int = 3):
+    """Train `make_trainer(out_dir)` uninterrupted, then a fresh one resumed from a copy of its step-`step` checkpoint
+    (which must hold `state_file`). Returns `(full, resumed)`, both trained."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(root)
+    full = make_trainer(root / "full")
+    full.train()
+    checkpoint = root / "full" / f"checkpoint-{step}"
+    assert (checkpoint / state_file).is_file()
+    shutil.copytree(checkpoint, root / "resumed" / checkpoint.name)
+    resumed = make_trainer(root / "resumed")
+    resumed.train(resume_from_checkpoint=str(root / "resumed" / checkpoint.name))
+    return full, resumed
+
+
+def run_on_two_processes(script: str, *args: str) -> None:
+    """`torchrun --nproc_per_node 2 script *args` on CPU (gloo), on a free port; fails with the end of its stderr."""
+    import socket
+    import subprocess
+    import sys
+
+    env = subprocess_env(OMP_NUM_THREADS="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    # A free port, not a fixed one: a fixed port fails while another run of this test (or its TIME_WAIT) holds it
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, script]
+    result = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]

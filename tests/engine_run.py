@@ -89,6 +89,14 @@ def gamma_simpo(models: str, out_dir: str):
     return _gamma_po(models, out_dir, reward_type="simpo", beta=2.0, gamma_beta_ratio=0.5)
 
 
+def beta_dpo(models: str, out_dir: str):
+    """beta-DPO: the filter and the moving averages over the global batch, one mask on every rank."""
+    from trl_margins import MMPOConfig, MMPOTrainer
+
+    args = _args(MMPOConfig, out_dir, beta=1.0, beta_dpo_alpha=2.0)
+    return MMPOTrainer(os.path.join(models, POLICY_DIR), args=args, train_dataset=_dataset(models))
+
+
 def reward(models: str, out_dir: str):
     from trl_margins import MMPORewardConfig, MMPORewardTrainer
 
@@ -132,7 +140,7 @@ def gamma_simpo_eval(models: str, out_dir: str):
 SCENARIOS: dict[str, Callable] = {
     f.__name__: f
     for f in (mmpo_ref, gamma_dpo, gamma_simpo, reward, mmpo_lora, mmpo_precompute, gamma_dpo_accumulation,
-              gamma_simpo_eval)
+              gamma_simpo_eval, beta_dpo)
 }  # fmt: skip
 
 
@@ -141,8 +149,12 @@ def _history(trainer, key: str) -> list[float]:
 
 
 def _queue(trainer) -> list[float] | None:
+    """The state carried across steps: gamma-PO's queue, or beta-DPO's moving averages (mean, std, updates)."""
     queue = getattr(trainer, "margin_queue", None)
-    return None if queue is None else queue.values().tolist()
+    if queue is not None:
+        return queue.values().tolist()
+    stats = getattr(trainer, "gap_statistics", None)
+    return None if stats is None else [stats.mean.item(), stats.std.item(), float(stats.updates)]
 
 
 def _sharding(trainer) -> dict:

@@ -1,6 +1,7 @@
 """The trainers under the recipes' own accelerate configs (DDP, DeepSpeed ZeRO-2 and ZeRO-3, FSDP2) on 2 CPU
 processes: the losses equal a 1-process run with the same global batch, the gamma-PO queues are identical across
-ranks, and resuming from a checkpoint continues the uninterrupted run exactly.
+ranks, and resuming from a checkpoint continues the uninterrupted run exactly (beta-DPO, whose moving averages take the
+queue's place, under DDP only).
 
 One `accelerate launch` per engine runs every scenario of `tests/engine_run.py` in sequence (process start-up and
 DeepSpeed's set-up dominate the time); one plain process computes the 1-process reference for all engines.
@@ -32,7 +33,7 @@ ZERO3_EXTRAS = ["mmpo_lora", "mmpo_precompute", "gamma_dpo_accumulation", "gamma
 GAMMA_PO = [name for name in SCENARIOS if name.startswith("gamma")]
 # engine: (the recipe's accelerate config, the distributed type accelerate must report, scenarios)
 ENGINES = {
-    "ddp": ("ddp.yaml", "MULTI_CPU", CORE),  # accelerate's name for DDP over CPU processes
+    "ddp": ("ddp.yaml", "MULTI_CPU", CORE + ["beta_dpo"]),  # accelerate's name for DDP over CPU processes
     "zero2": ("zero2.yaml", "DEEPSPEED", CORE),
     "zero3": ("zero3.yaml", "DEEPSPEED", CORE + ZERO3_EXTRAS),
     "fsdp2": ("fsdp.yaml", "FSDP", CORE),

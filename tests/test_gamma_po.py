@@ -2,10 +2,6 @@
 
 import math
 import os
-import shutil
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +10,7 @@ import torch
 from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOTrainer
 from trl_margins.margin_queue import QUEUE_STATE_FILE, MarginQueue
 
-from .conftest import base_args, make_preference_dataset, subprocess_env
+from .conftest import base_args, make_preference_dataset, run_on_two_processes, train_and_resume
 
 
 def _history(trainer, key):
@@ -135,13 +131,9 @@ def test_queue_size_is_logged_after_each_push(tiny_model_dir, tmp_path):
 def test_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
     ds = make_preference_dataset(24)
     common = dict(max_steps=6, save_strategy="steps", save_steps=3, margin_sample_size=10, tau=1.0, beta=1.0)
-    full = _trainer(tiny_model_dir, tmp_path / "full", dataset=ds, **common)
-    full.train()
-    checkpoint = tmp_path / "full" / "checkpoint-3"
-    assert (checkpoint / QUEUE_STATE_FILE).is_file()
-    shutil.copytree(checkpoint, tmp_path / "resumed" / "checkpoint-3")
-    resumed = _trainer(tiny_model_dir, tmp_path / "resumed", dataset=ds, **common)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-3"))
+    full, resumed = train_and_resume(
+        lambda out: _trainer(tiny_model_dir, out, dataset=ds, **common), tmp_path, QUEUE_STATE_FILE
+    )
     # The resumed log history starts with the checkpoint's first 3 steps
     assert len(_history(resumed, "loss")) == 6
     np.testing.assert_allclose(_history(resumed, "loss")[3:], _history(full, "loss")[3:], rtol=1e-5)
@@ -198,16 +190,7 @@ def test_small_tau_warns_about_oscillation(tmp_path, caplog):
 
 
 def test_two_processes_hold_identical_queues_and_margins(tiny_model_dir, tmp_path):
-    env = subprocess_env(OMP_NUM_THREADS="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    script = os.path.join(os.path.dirname(__file__), "dist_gamma_po.py")
-    # A free port, not a fixed one: a fixed port fails while another run of this test (or its TIME_WAIT) holds it
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
-    result = subprocess.run([*cmd, script, tiny_model_dir, str(tmp_path)], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_on_two_processes(os.path.join(os.path.dirname(__file__), "dist_gamma_po.py"), tiny_model_dir, str(tmp_path))
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert rank0["world"] == 2
     assert len(rank0["queue"]) == 3 * 2 * 2  # 3 steps x 2 ranks x 2 pairs

@@ -10,6 +10,7 @@ from datasets import Dataset
 from trl import KTOConfig, KTOTrainer
 
 from trl_margins import MMPOKTOConfig, MMPOKTOTrainer
+from trl_margins.kto import unpair_preferences
 from trl_margins.losses import kto_sample_weights
 from trl_margins.margins import WEIGHT_COLUMN
 
@@ -18,11 +19,7 @@ from .conftest import base_args, eval_loss, make_preference_dataset, perturb
 
 def _unpaired(pairs) -> Dataset:
     """Each pair as two KTO samples: the chosen one desirable, the rejected one undesirable, with their scores."""
-    rows = []
-    for r in pairs:
-        rows.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True, "score": r["score_chosen"]})
-        rows.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False, "score": r["score_rejected"]})
-    return Dataset.from_list(rows)
+    return unpair_preferences(pairs)
 
 
 def _kto_args(tmp_path, **overrides):
@@ -108,3 +105,42 @@ def test_trains_on_the_bundled_vader_samples(tiny_model_dir, tmp_path):
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and all(math.isfinite(h["loss"]) and 0 < h["mmpo/kto_weight"] < 1 for h in logs)
+
+
+def test_unpair_preferences_gives_one_desirable_and_one_undesirable_row_per_pair():
+    pairs = make_preference_dataset(3, seed=2)
+    rows = unpair_preferences(pairs).to_list()
+    assert len(rows) == 6
+    for i, pair in enumerate(pairs):
+        chosen, rejected = rows[2 * i], rows[2 * i + 1]
+        assert chosen == {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True,
+                          "score": pair["score_chosen"]}  # fmt: skip
+        assert rejected == {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False,
+                            "score": pair["score_rejected"]}  # fmt: skip
+    unpaired = unpair_preferences(pairs, score_column="s")
+    assert unpair_preferences(unpaired) is unpaired and "s" in unpaired.column_names
+    assert "score" not in unpair_preferences(make_preference_dataset(2, scores=False)).column_names
+    with pytest.raises(ValueError, match="unpaired rows"):
+        unpair_preferences(Dataset.from_list([{"prompt": "a", "text": "b"}]))
+
+
+def test_kto_command_trains_on_the_bundled_vader_pairs(tiny_model_dir, tmp_path):
+    import json
+
+    from trl_margins.assets import BUNDLED_DATASET
+    from trl_margins.cli import train
+    from trl_margins.cli.arguments import parse_args
+    from trl_margins.errors import UsageError
+
+    argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", BUNDLED_DATASET, "--output_dir", str(tmp_path)]
+    argv += ["--max_steps", "2", "--per_device_train_batch_size", "4", "--max_train_samples", "6", "--max_length"]
+    argv += ["48", "--mmpo_gamma", "1.0", "--logging_steps", "1", "--report_to", "none"]
+    parsed = parse_args("kto", argv)
+    assert isinstance(parsed[1], MMPOKTOConfig)
+    report = train.run("kto", *parsed)
+    assert report["train"]["train_samples"] == 12  # 6 pairs, a desirable and an undesirable sample each
+    logs = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+    weights = [h["mmpo/kto_weight"] for h in logs if "mmpo/kto_weight" in h]
+    assert len(weights) == 2 and all(0 < w < 1 for w in weights)
+    with pytest.raises(UsageError, match="binary feedback"):
+        train.run("kto", *parse_args("kto", [*argv, "--preference_eval", "true"]))

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trl_margins"
-TRAINERS = {"dpo", "gamma_po", "reward", "trainer_utils"}
+TRAINERS = {"dpo", "gamma_po", "reward", "kto", "trainer_utils"}
 # Module -> the package modules it must not import (at run time; `if TYPE_CHECKING:` imports are annotations only)
 FORBIDDEN = {
     "losses": TRAINERS | {"cli", "config"},
     "margin_queue": TRAINERS | {"cli", "config"},
+    "gap_statistics": TRAINERS | {"cli", "config"},
     "fitting": TRAINERS | {"cli", "config"},
     "evaluation": TRAINERS | {"cli", "config"},
     "margins": TRAINERS | {"cli", "config", "adapters", "recipes"},

@@ -13,7 +13,9 @@ from trl_margins.cli.arguments import parse_args
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 ACCELERATE_CONFIGS = RECIPES / "accelerate_configs"
 TRAINING_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if ACCELERATE_CONFIGS not in p.parents)
-MODE_OF_FOLDER = {"mmpo": "mmpo", "mmpo-rm": "reward", "gamma-simpo": "gamma-po"}
+MODE_OF_FOLDER = {"mmpo": "mmpo", "mmpo-rm": "reward", "gamma-simpo": "gamma-po", "beta-dpo": "mmpo"}
+# Datasets already in TRL's preference format, which need no adapter
+TRL_FORMAT_DATASETS = {"Anthropic/hh-rlhf"}
 
 
 def mode_of(recipe: Path) -> str:
@@ -25,7 +27,7 @@ def parse(recipe: Path):
 
 
 def test_every_model_folder_has_recipes_and_a_readme():
-    assert len(TRAINING_RECIPES) == 12
+    assert len(TRAINING_RECIPES) == 13
     for folder in {p.parent.parent for p in TRAINING_RECIPES}:
         readme = (folder / "README.md").read_text()
         for recipe in folder.rglob("*.yaml"):
@@ -41,7 +43,8 @@ def test_recipe_parses_without_renamed_keys(recipe, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.name in loggers and r.levelno >= logging.WARNING]
     assert all("No GPU" in w for w in warnings), warnings
     assert model.dtype == "bfloat16" and model.model_name_or_path
-    assert script.dataset_name not in (None, BUNDLED_DATASET) and script.dataset_adapter is not None
+    assert script.dataset_name not in (None, BUNDLED_DATASET)
+    assert script.dataset_adapter is not None or script.dataset_name in TRL_FORMAT_DATASETS
     assert args.output_dir.startswith("data/") and not args.push_to_hub
     assert args.gradient_checkpointing and args.seed == 42
 
@@ -127,3 +130,15 @@ def test_handbook_names_are_the_same_configs():
 
     assert settings("zero3") == settings("deepspeed_zero3")
     assert settings("ddp") == settings("multi_gpu")
+
+
+def test_beta_dpo_recipe_matches_the_authors_run():
+    recipe = RECIPES / "pythia-2.8b/beta-dpo/config_full.yaml"
+    script, args, model, _ = parse(recipe)
+    # junkangwu/beta-DPO README: beta 0.1, a 0.6 on the unscaled gap (= 6.0 x beta here), filtering ratio 0.2
+    assert (args.beta, args.beta_dpo_alpha * args.beta, args.beta_dpo_keep_ratio) == (0.1, pytest.approx(0.6), 0.8)
+    assert args.beta_dpo_momentum == 0.9 and args.margin_knobs() == ["beta_dpo_alpha=6.0 (beta-DPO)"]
+    # its config/config.yaml: lr 5e-7, RMSprop, 150 warmup steps, clip 10, length 512, 1 epoch; batch 64
+    assert (args.learning_rate, args.optim.value, args.warmup_steps, args.max_grad_norm) == (5e-7, "rmsprop", 150, 10)
+    assert args.max_length == 512 and args.num_train_epochs == 1 and global_batch(recipe, args) == 64
+    assert script.dataset_name == "Anthropic/hh-rlhf" and model.model_name_or_path == "EleutherAI/pythia-2.8b"

@@ -79,6 +79,22 @@ def _validate_mmpo_fields(config) -> None:
         raise ValueError(f"`weight_column` must be a column name or None, got {config.weight_column!r}.")
 
 
+def _validate_beta_dpo_fields(config) -> None:
+    alpha, keep, momentum = config.beta_dpo_alpha, config.beta_dpo_keep_ratio, config.beta_dpo_momentum
+    if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"`beta_dpo_alpha` must be a finite number >= 0, or None; got {alpha}.")
+    if not (isinstance(keep, (int, float)) and 0.0 < keep <= 1.0):
+        raise ValueError(f"`beta_dpo_keep_ratio` must lie in (0, 1], got {keep}.")
+    if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
+        raise ValueError(f"`beta_dpo_momentum` must lie in [0, 1), got {momentum}.")
+    if alpha is None:
+        # Without the knob these would silently do nothing
+        defaults = (("keep_ratio", keep, 0.8), ("momentum", momentum, 0.9))
+        changed = [f"`beta_dpo_{name}={value}`" for name, value, default in defaults if value != default]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} without `beta_dpo_alpha` does nothing: set `beta_dpo_alpha`.")
+
+
 @dataclass
 class MMPOFields:
     """The MMPO fields that `MMPOConfig` and `MMPORewardConfig` share (documented in those classes)."""
@@ -156,6 +172,18 @@ class MMPOConfig(MMPOFields, DPOConfig):
         odpo_scaling (`str`, *optional*, defaults to `"log"`):
             `f`: `"log"` (the paper's experiments and code; every margin must be `> 0`, so ties are refused, naming
             the row) or `"identity"` (`delta_i = odpo_alpha * m_i`).
+        beta_dpo_alpha (`float` or `None`, *optional*, defaults to `None`):
+            beta-DPO (Wu et al., 2024, arXiv 2407.08639, Section 4), the `beta` knob of the one loss. Each forward
+            pass gathers the reward gaps `M_i = z_i` of the global batch, updates the moving averages `M_0` and
+            `sigma` of their mean and std, keeps `round(beta_dpo_keep_ratio * B)` pairs sampled without replacement
+            by the weights `exp(-(M_i - M_0)^2 / (2 sigma^2))`, and trains the kept pairs (averaged over them) with
+            `beta_batch = beta * (1 + beta_dpo_alpha * (mean_kept(M_i) - M_0))`, floored at 1e-3: the reward gap
+            becomes `(beta_batch / beta) * z`. See `trl_margins.losses.dynamic_beta` for how this differs from the
+            published codes. `None`: fixed `beta`. Not with [`GammaPOConfig`].
+        beta_dpo_keep_ratio (`float`, *optional*, defaults to `0.8`):
+            The fraction of the global batch beta-DPO keeps (the authors' filtering ratio 0.2).
+        beta_dpo_momentum (`float`, *optional*, defaults to `0.9`):
+            The momentum of beta-DPO's moving averages of the gap mean and std.
         calibration_bins (`int`, *optional*, defaults to `15`):
             Number of equal-width bins of the expected calibration error logged in evaluation.
         weight_column (`str` or `None`, *optional*, defaults to `None`):
@@ -169,9 +197,9 @@ class MMPOConfig(MMPOFields, DPOConfig):
     `label_smoothing` (from [`~trl.DPOConfig`]) with the sigmoid loss applies conservative-DPO smoothing on top: the
     target becomes `(1 - eps) * p + eps * (1 - p)` (stock TRL 1.9-1.16 ignores `label_smoothing` for that loss).
 
-    The knobs are `mmpo_gamma`, `label_smoothing > 0` with the sigmoid loss, `reward_type="simpo"`, `weight_column`
-    and (in
-    [`GammaPOConfig`]) the target margins. With every knob off, [`MMPOTrainer`] is [`~trl.DPOTrainer`]: every
+    The knobs are `mmpo_gamma`, `label_smoothing > 0` with the sigmoid loss, `reward_type="simpo"`, `weight_column`,
+    `odpo_alpha`, `beta_dpo_alpha` and (in [`GammaPOConfig`]) the target margins. With every knob off,
+    [`MMPOTrainer`] is [`~trl.DPOTrainer`]: every
     `loss_type`, `loss_weights`, `use_weighting`, `ld_alpha` and `f_divergence_type` works, with TRL's own loss
     and metrics. With a knob on, the loss is `w_i * soft_target_loss(z_i - gamma_i, p_i)`, which replaces DPO's
     sigmoid loss; it combines with the `"sft"` term (RPO, `loss_type=["sigmoid", "sft"]`), `loss_weights` and WPO
@@ -202,6 +230,23 @@ class MMPOConfig(MMPOFields, DPOConfig):
             "choices": list(OFFSET_SCALINGS),
         },
     )
+    beta_dpo_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "beta-DPO (arXiv 2407.08639): batch beta = beta * (1 + alpha * (mean kept gap - running gap "
+            "mean)), floored at 1e-3, after keeping `beta_dpo_keep_ratio` of the global batch by Gaussian sampling "
+            "weights around the running gap mean. Gaps are beta-scaled reward gaps: the authors' code's `a` is "
+            "alpha * beta. None: fixed beta, no filtering."
+        },
+    )
+    beta_dpo_keep_ratio: float = field(
+        default=0.8,
+        metadata={"help": "Fraction of the global batch beta-DPO's filter keeps, in (0, 1] (the papers': 0.8)."},
+    )
+    beta_dpo_momentum: float = field(
+        default=0.9,
+        metadata={"help": "Momentum m of beta-DPO's moving averages of the gap mean and std, in [0, 1) (0.9)."},
+    )
 
     def __post_init__(self):
         _before_trl_post_init(self)
@@ -227,6 +272,8 @@ class MMPOConfig(MMPOFields, DPOConfig):
             knobs.append(f"weight_column={self.weight_column!r}")
         if self.odpo_alpha is not None:
             knobs.append(f"odpo_alpha={self.odpo_alpha} (ODPO offsets)")
+        if self.beta_dpo_alpha is not None:
+            knobs.append(f"beta_dpo_alpha={self.beta_dpo_alpha} (beta-DPO)")
         return knobs
 
     @property
@@ -244,6 +291,7 @@ class MMPOConfig(MMPOFields, DPOConfig):
             raise ValueError(f"`odpo_alpha` must be a finite number >= 0, or None; got {self.odpo_alpha}.")
         if self.odpo_scaling not in OFFSET_SCALINGS:
             raise ValueError(f"`odpo_scaling` must be one of {OFFSET_SCALINGS}, got {self.odpo_scaling!r}.")
+        _validate_beta_dpo_fields(self)
         knobs = self.margin_knobs()
         refuse_liger_bypass(self.use_liger_kernel, knobs)
         if not knobs:
@@ -398,6 +446,14 @@ class GammaPOConfig(MMPOConfig):
                 f"`odpo_alpha={self.odpo_alpha}` is not supported by GammaPOConfig: ODPO's score offsets and "
                 "gamma-PO's dynamic margins are two choices of the same target margin `gamma_i`, one per pair. Use "
                 "MMPOConfig (MMPOTrainer) for ODPO, or unset `odpo_alpha`."
+            )
+        if self.beta_dpo_alpha is not None:
+            raise ValueError(
+                f"`beta_dpo_alpha={self.beta_dpo_alpha}` is not supported by GammaPOConfig: gamma-PO solves its "
+                "margins over the reward gaps at the fixed `beta` and keeps them in its queue, while beta-DPO "
+                "rescales those gaps by a batch factor and drops a fifth of the pairs, so the margins would be solved "
+                "for gaps that are not the ones trained (the gamma-PO paper compares the two as alternatives, "
+                "Table 3). Use MMPOConfig (MMPOTrainer) for beta-DPO, or unset `beta_dpo_alpha`."
             )
         if not (math.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"`tau` must be a finite number > 0, got {self.tau}.")

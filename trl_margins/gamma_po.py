@@ -9,10 +9,7 @@ A thin subclass: the math is `losses.dynamic_target_margins` and the queue `marg
 
 from __future__ import annotations
 
-import os
-
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .config import GammaPOConfig
@@ -108,24 +105,6 @@ class GammaPOTrainer(MMPOTrainer):
         start = self.accelerator.process_index * local_size
         return gammas[start : start + local_size] - self._margin_offset
 
-    # ---- checkpoints -----------------------------------------------------------------------------------------------
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:  # identical on every rank: the main process writes it
-            checkpoint = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            torch.save(self.margin_queue.state_dict(), os.path.join(checkpoint, QUEUE_STATE_FILE))
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
-        path = os.path.join(checkpoint, QUEUE_STATE_FILE)
-        if os.path.isfile(path):
-            self.margin_queue.load_state_dict(torch.load(path, weights_only=True))
-        else:
-            logger.warning(
-                f"{checkpoint} has no {QUEUE_STATE_FILE}: the margin queue restarts empty, so this run will not match "
-                "an uninterrupted one."
-            )
+    # ---- checkpoints: the queue is saved in every checkpoint and restored on resume (MMPOTrainer's hooks) ---------
+    def _training_states(self) -> dict[str, object]:
+        return {**super()._training_states(), QUEUE_STATE_FILE: self.margin_queue}

@@ -9,6 +9,11 @@ the collator as a pair weight does (`WEIGHT_COLUMN`), and TRL's own `_compute_lo
 ascending index), so the loss, KL term, reference handling and metrics are all TRL's. With `mmpo_gamma=None` this is
 `trl.KTOTrainer` exactly.
 
+`unpair_preferences` turns preference pairs with scores (the bundled VADER pairs, UltraFeedback) into the binary
+feedback KTO trains on. The weight hook (per-sample `desirable_weight` / `undesirable_weight` for one `_compute_loss`
+call) lives here, not in `trl_compat.py`: it reads only what KTOTrainer has in every supported TRL release (1.9-1.16,
+where `tests/test_kto.py` runs on each), so there is no version difference to isolate.
+
 A thin subclass: the math is in `losses.py`, the score checks in `margins.py`; nothing of the command line.
 """
 
@@ -19,6 +24,7 @@ import inspect
 import statistics
 
 import torch
+from datasets import Dataset, IterableDataset
 from trl import KTOConfig, KTOTrainer
 from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 
@@ -28,6 +34,45 @@ from .margins import WEIGHT_COLUMN, column_scores
 from .trainer_utils import MarginCollatorMixin, missing_weights_error, with_margin_collator, without_pair_columns
 
 _KTO_INIT_SIGNATURE = inspect.signature(KTOTrainer.__init__)
+
+
+def unpair_preferences(
+    dataset: Dataset | IterableDataset,
+    score_column: str = "score",
+    score_chosen_column: str = "score_chosen",
+    score_rejected_column: str = "score_rejected",
+) -> Dataset | IterableDataset:
+    """Preference pairs as KTO's unpaired rows (TRL's `prompt`, `completion`, `label`): each pair gives its chosen
+    response as a desirable row and its rejected one as an undesirable row, in that order, each with its own score in
+    `score_column` (where the pairs have the score columns). Other columns are dropped (they are per pair, not per
+    response). A dataset that is already unpaired (a `label` column) is returned as it is.
+
+    TRL's `unpair_preference_dataset` does the same without the scores, which MMPO's KTO weights need.
+    """
+    columns = dataset.column_names
+    if columns is not None and "label" in columns:
+        return dataset
+    if columns is not None and not {"chosen", "rejected"} <= set(columns):
+        raise ValueError(
+            f"KTO needs unpaired rows (`prompt`, `completion`, `label`) or pairs (`chosen`, `rejected`) to unpair; "
+            f"the dataset has {sorted(columns)}."
+        )
+    scored = columns is None or {score_chosen_column, score_rejected_column} <= set(columns)
+
+    def unpair(batch: dict[str, list]) -> dict[str, list]:
+        n = len(batch["chosen"])
+        rows = {
+            "completion": [x for pair in zip(batch["chosen"], batch["rejected"], strict=True) for x in pair],
+            "label": [True, False] * n,
+        }
+        if "prompt" in batch:
+            rows["prompt"] = [p for p in batch["prompt"] for _ in range(2)]
+        if scored:
+            pairs = zip(batch[score_chosen_column], batch[score_rejected_column], strict=True)
+            rows[score_column] = [s for pair in pairs for s in pair]
+        return rows
+
+    return dataset.map(unpair, batched=True, remove_columns=columns)
 
 
 @dataclasses.dataclass

@@ -8,6 +8,8 @@ Papers:
     * MMPO: Kim et al., "Margin Matching Preference Optimization", Section 3.2.
     * gamma-PO: "Robust Preference Optimization via Dynamic Target Margins", Section 3 and Appendix C.
     * ODPO: Amini, Vieira and Cotterell, "Direct Preference Optimization with an Offset" (arXiv 2402.10571).
+    * beta-DPO: Wu et al., "beta-DPO: Direct Preference Optimization with Dynamic beta" (NeurIPS 2024, arXiv
+      2407.08639), Section 4 (batch-level dynamic beta, beta-guided data filtering).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ __all__ = [
     "score_offsets",
     "OFFSET_SCALINGS",
     "kto_sample_weights",
+    "BETA_DPO_MIN_BETA",
+    "beta_dpo_keep_count",
+    "beta_guided_keep_mask",
+    "dynamic_beta",
 ]
 
 OFFSET_SCALINGS = ("log", "identity")
@@ -150,6 +156,120 @@ def kto_sample_weights(scores: torch.Tensor, desirable: torch.Tensor, median: fl
     diff = torch.as_tensor(scores).detach().float() - median
     sign = torch.where(torch.as_tensor(desirable, dtype=torch.bool), 1.0, -1.0)
     return torch.sigmoid(gamma * sign * diff)
+
+
+BETA_DPO_MIN_BETA = 1e-3
+"""The floor of beta-DPO's batch beta, as in both published codes (`clamp(min=1e-3)`): the linear rule can go <= 0."""
+
+
+def beta_dpo_keep_count(n: int, keep_ratio: float) -> int:
+    """How many of ``n`` pairs beta-DPO's filter keeps: ``keep_ratio * n`` rounded half up, at least 1 (of ``n >= 1``).
+
+    Both published codes truncate (``int(n * 0.8)``); rounding keeps the ratio closest to the one asked for, and at
+    least one pair keeps a batch from training on nothing (a batch of 1 is kept whole).
+    """
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio}.")
+    if n <= 0:
+        return 0
+    return min(n, max(1, math.floor(keep_ratio * n + 0.5)))
+
+
+@torch.no_grad()
+def beta_guided_keep_mask(
+    gaps: torch.Tensor,
+    running_mean: torch.Tensor | float,
+    running_std: torch.Tensor | float,
+    keep_ratio: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """beta-DPO's beta-guided data filtering (Section 4.2): keep ``beta_dpo_keep_count(n, keep_ratio)`` of the ``n``
+    reward gaps ``M_i``, drawn without replacement with probability proportional to the Gaussian weight
+    ``exp(-(M_i - M_0)^2 / (2 * sigma^2))`` around the running gap mean ``M_0`` (running std ``sigma``): pairs whose
+    gap is far from the usual one, in either direction, are the likelier to be left out.
+
+    The draw is a Gumbel top-k (the ``k`` largest ``log w_i + G_i``, ``G_i`` standard Gumbel), which has the law of
+    successive sampling without replacement that the published codes draw with ``torch.multinomial(w, k,
+    replacement=False)``, and works in log space: a weight that underflows to 0 in float32 (a gap many sigmas out)
+    still takes part in the ranking, where ``multinomial`` would fail once fewer than ``k`` weights are non-zero.
+    A NaN or infinite gap is never kept, and does not count in ``n``.
+
+    Args:
+        gaps: 1-D reward gaps of the (global) batch.
+        running_mean, running_std: ``M_0`` and ``sigma``; ``sigma`` is floored at 1e-8 (the published codes start it
+            at 0 or add 1e-10), which keeps a zero spread (all gaps equal, as at the first DPO step) finite.
+        keep_ratio: the fraction kept, in ``(0, 1]`` (the authors' ``1 - mode_weight``, 0.8).
+        generator: the source of the Gumbel noise; the same state on every rank gives every rank the same mask.
+
+    Returns:
+        A boolean mask of the shape of ``gaps``.
+    """
+    if gaps.dim() != 1:
+        raise ValueError(f"gaps must be 1-D, got shape {tuple(gaps.shape)}.")
+    gaps = gaps.detach().float()
+    finite = torch.isfinite(gaps)
+    k = beta_dpo_keep_count(int(finite.sum()), keep_ratio)
+    mean = torch.as_tensor(running_mean, dtype=torch.float32, device=gaps.device)
+    std = torch.as_tensor(running_std, dtype=torch.float32, device=gaps.device).clamp_min(1e-8)
+    log_weights = -0.5 * ((gaps - mean) / std) ** 2
+    uniform = torch.rand(gaps.shape, generator=generator, device=gaps.device).clamp(1e-20, 1.0)
+    keys = torch.where(finite, log_weights - torch.log(-torch.log(uniform)), -math.inf)
+    mask = torch.zeros_like(finite)
+    mask[torch.topk(keys, k).indices] = True
+    return mask
+
+
+def dynamic_beta(
+    kept_gap_mean: torch.Tensor | float,
+    running_mean: torch.Tensor | float,
+    beta0: float,
+    alpha: float,
+    min_beta: float = BETA_DPO_MIN_BETA,
+) -> torch.Tensor:
+    """beta-DPO's batch-level beta (Section 4.1): ``beta_batch = beta0 * (1 + alpha * (mean_kept(M_i) - M_0))``,
+    floored at ``min_beta``, without gradient.
+
+    The paper writes the per-pair form ``beta_i = beta0 + alpha * (M_i - M_0) * beta0`` (restated in the gamma-PO
+    paper's Table 6) and applies it at the batch level, over the batch's mean gap, with ``M_0`` a moving average of
+    the gaps; here, as in both published codes, the mean is over the pairs the filter kept. ``M_i`` is the reward gap
+    on the scale of ``beta0`` (``beta0 * log-ratio difference``, the paper's and the gamma-PO authors' ``b-dpo``);
+    the beta-DPO authors' code measures the gap without ``beta0``, so its ``a`` equals ``alpha * beta0`` here. A
+    larger gap than usual (an easy or mislabelled batch) raises beta (a more conservative update), a smaller one
+    lowers it.
+
+    How the whole method (this function, `beta_guided_keep_mask`, `gap_statistics.GapStatistics` and
+    `MMPOTrainer.beta_dpo_scale`) compares with the paper and the two published codes, the beta-DPO authors'
+    (``junkangwu/beta-DPO``, ``trainers.py``: ``preference_loss`` with ``mode_loss="beta_DPO"``,
+    ``update_and_sync_tensor_mean``, ``get_batch_metrics``) and the gamma-PO authors' (``sunjie279/gammaPO``,
+    ``scripts/xpo_trainer.py``: ``xpo_loss`` with ``loss_type="b-dpo"``, ``get_batch_loss_metrics``):
+
+    - the gap ``M_i``: the paper's and gamma-PO's code: ``beta0 * (log pi/pi_ref(y_w) - log pi/pi_ref(y_l))``, the
+      implicit reward gap, reference included; the authors' code: the same without ``beta0`` (only ``alpha``'s
+      scale changes, the filter's weights are scale-free). Ours: the paper's, ``z`` (SimPO's ``z`` with SimPO
+      rewards).
+    - the mean in ``beta_batch``: the paper writes the batch mean; both codes take the mean of the kept pairs. Ours:
+      the kept pairs'.
+    - the filter: both codes draw ``int(0.8 * B)`` (truncated) with ``torch.multinomial`` without replacement, each
+      rank from its own generator, so the ranks' masks of the same global batch can disagree. Ours: rounded, one
+      generator state on every rank (one mask), a Gumbel top-k draw (same law).
+    - the loss: the paper and the authors' code train the kept pairs only; the authors' code normalises each rank by
+      its own kept count (under DDP each rank, not each pair, gets the same say); gamma-PO's code builds the mask and
+      never applies it (every pair trains, the filter only moves beta). Ours: the mean over the kept pairs of the
+      global batch.
+    - the moving averages (momentum 0.9, of the batch mean and of the batch std, unbiased): the authors' code starts
+      both at 0 and updates them *before* using them; gamma-PO's code starts at (0, 1), adds 1e-10 to the std and
+      updates *after* the loss. Both update them on evaluation batches too, and neither checkpoints them. Ours: the
+      authors' order and start, training batches only, checkpointed.
+    - the floor: the paper has none (its linear rule can make beta negative); both codes clamp at 1e-3, and detach
+      beta. Ours: the same.
+    """
+    if not (math.isfinite(beta0) and beta0 > 0):
+        raise ValueError(f"beta0 must be a finite number > 0, got {beta0}.")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
+    kept = torch.as_tensor(kept_gap_mean).detach().float()
+    mean = torch.as_tensor(running_mean, device=kept.device).detach().float()
+    return (beta0 * (1.0 + alpha * (kept - mean))).clamp_min(min_beta)
 
 
 def default_step_size(tau: float) -> float:

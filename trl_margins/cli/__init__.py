@@ -1,6 +1,6 @@
 """The `trl-margins` console command: parsing and dispatch only. Each command is a module of this package.
 
-- `mmpo`, `gamma-po`, `reward`: `train` (the run) and `arguments` (recipe and overrides);
+- `mmpo`, `gamma-po`, `reward`, `kto`: `train` (the run) and `arguments` (recipe and overrides);
 - `evaluate`: `evaluate`;
 - `fit-gamma`: `fit_gamma`;
 - `generate`, `annotate`, `select`: `generate`, `annotate`, `select` (on-policy pairs and their margins).
@@ -58,7 +58,7 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`trl-margins mmpo|gamma-po|reward|evaluate|fit-gamma|generate|annotate|select ...`: train with a recipe,
+    """`trl-margins mmpo|gamma-po|reward|kto|evaluate|fit-gamma|generate|annotate|select ...`: train with a recipe,
     evaluate a trained model, fit `mmpo_gamma`, or make and filter pairs with margins."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = [*MODES, *_COMMANDS]

@@ -1,4 +1,4 @@
-"""The arguments of the training commands (`trl-margins mmpo|gamma-po|reward`, `examples/run_*.py`), parsed from a
+"""The arguments of the training commands (`trl-margins mmpo|gamma-po|reward|kto`, `examples/run_*.py`), parsed from a
 recipe and `--key value` overrides.
 
 The arguments are TRL's, `(ScriptArguments, <config>, ModelConfig, DatasetMixtureConfig)` parsed by `TrlParser` as in
@@ -28,11 +28,12 @@ from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
 
 from ..adapters import DATASET_ADAPTERS
 from ..assets import BUNDLED_MODEL
-from ..config import GammaPOConfig, MMPOConfig, MMPORewardConfig, has_accelerator
+from ..config import GammaPOConfig, MMPOConfig, MMPOKTOConfig, MMPORewardConfig, has_accelerator
 from ..demo import DEMO_RECIPES
 from ..dpo import MMPOTrainer
 from ..errors import RaisingParserMixin, TrlMarginsError, UsageError
 from ..gamma_po import GammaPOTrainer
+from ..kto import MMPOKTOTrainer
 from ..recipes import _FLAG, RENAMED_KEYS, _map_model_init_kwargs, load_recipe, map_key, normalize_recipe
 from ..reward import MMPORewardTrainer
 
@@ -50,6 +51,7 @@ MODES: dict[str, Mode] = {
     "mmpo": Mode(MMPOConfig, MMPOTrainer, "DPO (or SimPO) with MMPO soft targets"),
     "gamma-po": Mode(GammaPOConfig, GammaPOTrainer, "gamma-PO dynamic target margins on DPO or SimPO rewards"),
     "reward": Mode(MMPORewardConfig, MMPORewardTrainer, "reward model with MMPO soft targets"),
+    "kto": Mode(MMPOKTOConfig, MMPOKTOTrainer, "KTO on binary feedback with MMPO's per-sample weights from scores"),
 }
 
 

@@ -1,5 +1,5 @@
-"""`trl-margins mmpo|gamma-po|reward`: one training script for MMPO, gamma-PO and MMPO reward models, driven by
-alignment-handbook style recipes.
+"""`trl-margins mmpo|gamma-po|reward|kto`: one training script for MMPO, gamma-PO, MMPO reward models and KTO with
+MMPO's weights, driven by alignment-handbook style recipes.
 
 `examples/run_mmpo.py`, `examples/run_gamma_po.py`, `examples/run_mmpo_rm.py` and the `trl-margins` console command are
 thin wrappers around `train_main`. The arguments come from `trl_margins.cli.arguments`; this module loads the splits
@@ -24,6 +24,7 @@ from trl import DatasetMixtureConfig, ModelConfig, get_peft_config, get_quantiza
 from ..adapters import apply_dataset_adapter
 from ..demo import constant_half, evaluate_command, evaluate_pairs, format_comparison, preference_targets
 from ..errors import UsageError, run_command
+from ..kto import unpair_preferences
 from ..loading import load_source
 from ..recipes import REMOVED_KEYS, RENAMED_KEYS, _handbook_mixer, _handbook_mixture, _trl_mixture, score_columns
 from .arguments import MODES, MarginScriptArguments, make_parser, parse_args
@@ -127,6 +128,14 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
 
     tokenizer = _tokenizer(model_args, script_args, training_args)
     train_dataset, eval_dataset = load_splits(script_args, training_args, dataset_args)
+    if mode == "kto":
+        if script_args.preference_eval:
+            raise UsageError("`preference_eval` scores preference pairs; `trl-margins kto` trains on binary feedback.")
+        # Pairs with scores (the bundled VADER pairs, UltraFeedback) become one desirable and one undesirable row each
+        train_dataset, eval_dataset = (
+            None if d is None else unpair_preferences(d, training_args.score_column)
+            for d in (train_dataset, eval_dataset)
+        )
     wants_eval = training_args.eval_strategy != "no"
     if (wants_eval or script_args.preference_eval) and eval_dataset is None:
         raise UsageError(
@@ -207,7 +216,8 @@ def _help(mode: str) -> str:
 
 
 def train_main(mode: str, argv: Sequence[str] | None = None) -> int:
-    """Parse a recipe and overrides for `mode` ("mmpo", "gamma-po" or "reward") and run it. Returns an exit status.
+    """Parse a recipe and overrides for `mode` ("mmpo", "gamma-po", "reward" or "kto") and run it. Returns an exit
+    status.
 
     A configuration or data error (`TrlMarginsError`), found while parsing or during the run, is printed as one line
     and gives status 2 (the command line or recipe must change) or 1 (the data must); `--debug` re-raises it.
