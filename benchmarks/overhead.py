@@ -82,9 +82,17 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("simpo", "TRL SimPO (CPOTrainer simpo, cpo_alpha=0)", None, None, True),
     Variant("simpo_ours", "MMPOTrainer, reward_type=simpo (our SimPO)", "simpo", None, True),
     Variant("gamma_simpo", "GammaPOTrainer, reward_type=simpo (gamma-SimPO)", "simpo", "simpo_ours", True),
+    # The knobs of issue 17, each against our DPO with every knob off (the same code path without the knob)
+    Variant("dpo_weighted", "MMPOTrainer, weight_column (per-pair weights)", "dpo", "dpo_ours", False),
+    Variant("odpo", "MMPOTrainer, odpo_alpha=1 (ODPO offsets)", "dpo", "dpo_ours", False),
+    # KTO times unpaired samples: each pair of the batch gives one desirable and one undesirable sample
+    Variant("kto", "trl.KTOTrainer", None, None, False),
+    Variant("kto_ours", "MMPOKTOTrainer, mmpo_gamma=None (our KTO)", "kto", None, False),
+    Variant("mmpo_kto", "MMPOKTOTrainer, mmpo_gamma=1 (MMPO's KTO weights)", "kto", "kto_ours", False),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 GAMMA_VARIANTS = ("gamma_dpo", "gamma_simpo")
+KTO_VARIANTS = ("kto", "kto_ours", "mmpo_kto")
 NO_MEMORY = ("dpo_again",)  # the same trainer as `dpo`: one memory measurement is enough
 
 DPO_BETA = 0.1  # TRL's default
@@ -172,10 +180,10 @@ def build_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
 
 
 def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options, out_dir: str):
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOTrainer
+    from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOKTOConfig, MMPOKTOTrainer, MMPOTrainer
 
     # DPOTrainer patches `model.forward` with its fused LM head, wrapping whatever forward it finds: drop an earlier
     # trainer's patch so that every trainer sharing the models starts from the model's own forward.
@@ -189,17 +197,38 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
         args = CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, beta=SIMPO_BETA,
                          simpo_gamma=SIMPO_GAMMA_BETA_RATIO * SIMPO_BETA)  # fmt: skip
         return CPOTrainer(model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    if name in KTO_VARIANTS:
+        kto = dict(common, per_device_train_batch_size=2 * opts.batch_size, beta=DPO_BETA)
+        if name == "kto":
+            cls, args = KTOTrainer, KTOConfig(**kto)
+        else:
+            cls, args = MMPOKTOTrainer, MMPOKTOConfig(**kto, mmpo_gamma=None if name == "kto_ours" else 1.0)
+        return cls(model, ref_model, args=args, train_dataset=unpaired(dataset), processing_class=tokenizer)
     cls, args, ref = {
         "dpo": (DPOTrainer, lambda: DPOConfig(**common, loss_type=["sigmoid"], beta=DPO_BETA), ref_model),
         "dpo_again": (DPOTrainer, lambda: DPOConfig(**common, loss_type=["sigmoid"], beta=DPO_BETA), ref_model),
         "dpo_ours": (MMPOTrainer, lambda: MMPOConfig(**common, beta=DPO_BETA), ref_model),
         "mmpo": (MMPOTrainer, lambda: MMPOConfig(**common, beta=DPO_BETA, mmpo_gamma=1.0), ref_model),
         "gamma_dpo": (GammaPOTrainer, lambda: GammaPOConfig(**common, beta=DPO_BETA, **gamma), ref_model),
+        "dpo_weighted": (MMPOTrainer, lambda: MMPOConfig(**common, beta=DPO_BETA, weight_column="weight"), ref_model),
+        "odpo": (MMPOTrainer, lambda: MMPOConfig(**common, beta=DPO_BETA, odpo_alpha=1.0), ref_model),
         "simpo_ours": (MMPOTrainer, lambda: MMPOConfig(**common, **simpo), None),
         "gamma_simpo": (GammaPOTrainer, lambda: GammaPOConfig(
             **common, **simpo, gamma_beta_ratio=SIMPO_GAMMA_BETA_RATIO, **gamma), None),
     }[name]  # fmt: skip
     return cls(model, ref, args=args(), train_dataset=dataset, processing_class=tokenizer)
+
+
+def unpaired(pairs):
+    """KTO's unpaired rows from preference pairs: the chosen sentence desirable, the rejected one undesirable, each
+    with its mean rating as the score."""
+    from datasets import Dataset
+
+    rows = []
+    for r in pairs:
+        rows.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True, "score": r["score_chosen"]})
+        rows.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False, "score": r["score_rejected"]})
+    return Dataset.from_list(rows)
 
 
 def collate_batches(trainer, opts: Options) -> tuple[list[dict[str, Any]], float]:
@@ -208,7 +237,8 @@ def collate_batches(trainer, opts: Options) -> tuple[list[dict[str, Any]], float
     dataset = trainer._remove_unused_columns(trainer.train_dataset, description="training")
     batches, tokens = [], []
     for i in range(opts.num_batches):
-        rows = [dataset[j] for j in range(i * opts.batch_size, (i + 1) * opts.batch_size)]
+        size = trainer.args.per_device_train_batch_size  # KTO: twice the pairs' count, one sample per sentence
+        rows = [dataset[j] for j in range(i * size, (i + 1) * size)]
         batch = trainer._prepare_inputs(trainer.data_collator(rows))
         masks = [v for k, v in batch.items() if k.endswith("attention_mask") and isinstance(v, torch.Tensor)]
         tokens.append(sum(int(m.sum()) for m in masks))
@@ -240,6 +270,8 @@ def load_inputs(opts: Options, model_path: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = load_vader_preferences("train").select(range(opts.num_batches * opts.batch_size))
+    # A pair's weight for `dpo_weighted`: the raters' confidence in its order, |2 p - 1|, never all zero
+    dataset = dataset.map(lambda r: {"weight": abs(2 * r["human_pref_prob"] - 1)})
     return tokenizer, dataset
 
 
