@@ -85,6 +85,7 @@ VARIANTS: tuple[Variant, ...] = (
     # The knobs of issue 17, each against our DPO with every knob off (the same code path without the knob)
     Variant("dpo_weighted", "MMPOTrainer, weight_column (per-pair weights)", "dpo", "dpo_ours", False),
     Variant("odpo", "MMPOTrainer, odpo_alpha=1 (ODPO offsets)", "dpo", "dpo_ours", False),
+    Variant("beta_dpo", "MMPOTrainer, beta_dpo_alpha=6 (beta-DPO: batch beta, 80% kept)", "dpo", "dpo_ours", False),
     # KTO times unpaired samples: each pair of the batch gives one desirable and one undesirable sample
     Variant("kto", "trl.KTOTrainer", None, None, False),
     Variant("kto_ours", "MMPOKTOTrainer, mmpo_gamma=None (our KTO)", "kto", None, False),
@@ -212,6 +213,7 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
         "gamma_dpo": (GammaPOTrainer, lambda: GammaPOConfig(**common, beta=DPO_BETA, **gamma), ref_model),
         "dpo_weighted": (MMPOTrainer, lambda: MMPOConfig(**common, beta=DPO_BETA, weight_column="weight"), ref_model),
         "odpo": (MMPOTrainer, lambda: MMPOConfig(**common, beta=DPO_BETA, odpo_alpha=1.0), ref_model),
+        "beta_dpo": (MMPOTrainer, lambda: MMPOConfig(**common, beta=DPO_BETA, beta_dpo_alpha=6.0), ref_model),
         "simpo_ours": (MMPOTrainer, lambda: MMPOConfig(**common, **simpo), None),
         "gamma_simpo": (GammaPOTrainer, lambda: GammaPOConfig(
             **common, **simpo, gamma_beta_ratio=SIMPO_GAMMA_BETA_RATIO, **gamma), None),
