@@ -18,6 +18,7 @@ QUALITY = REPO / "benchmarks" / "quality"
 sys.path.insert(0, str(QUALITY))
 
 import common  # noqa: E402
+import significance  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -87,6 +88,65 @@ def test_summary_has_paired_deltas():
     assert summary["clean"]["mmpo"]["delta_accuracy"]["mean"] == pytest.approx(0.15)
     assert summary["clean"]["mmpo"]["delta_accuracy"]["n"] == 2
     assert "delta_accuracy" not in summary["clean"]["dpo"]
+
+
+# ---- significance: the t distribution and Holm against values computed by hand ------------------------------------
+@pytest.mark.parametrize(
+    "t, df, expected",
+    [
+        (1.0, 1, 0.5),  # Cauchy: 1 - (2 / pi) * atan(1)
+        (3.0, 1, 1 - 2 / math.pi * math.atan(3.0)),
+        (2.0, 2, 1 - 2 / math.sqrt(6)),  # df 2: p = 1 - t / sqrt(t^2 + 2)
+        (50.0, 2, 1 - 50 / math.sqrt(2502)),
+        (4.302652729911275, 2, 0.05),  # the tabulated two-sided 5% critical values
+        (2.570581835636314, 5, 0.05),
+        (2.228138851986274, 10, 0.05),
+        (0.0, 3, 1.0),
+        (-2.0, 2, 1 - 2 / math.sqrt(6)),
+    ],
+)
+def test_t_two_sided_p(t, df, expected):
+    assert significance.t_two_sided_p(t, df) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_paired_t_test_by_hand():
+    # d = (1, 2, 3): mean 2, sd 1, t = 2 / (1 / sqrt 3) = 2 sqrt 3, df 2: p = 1 - t / sqrt(t^2 + 2) = 1 - sqrt(6/7)
+    test = significance.paired_t_test([1.0, 2.0, 3.0])
+    assert (test["mean"], test["sd"], test["df"]) == (2.0, 1.0, 2)
+    assert test["t"] == pytest.approx(2 * math.sqrt(3))
+    assert test["p"] == pytest.approx(1 - math.sqrt(6 / 7))
+    # The summary's mean/std/n give the same test
+    assert significance.from_summary(common.mean_std([1.0, 2.0, 3.0]))["p"] == pytest.approx(test["p"])
+    assert significance.paired_t_test([0.5]) is None  # one seed: no test
+    assert significance.paired_t_test([0.0, 0.0, 0.0])["p"] == 1.0  # two runs that agree exactly
+    assert significance.paired_t_test([0.1, 0.1])["p"] == 0.0
+
+
+def test_holm_by_hand():
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone: 0.02, 0.03, 0.06, 0.06
+    assert significance.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert significance.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert significance.holm([]) == []
+
+
+def test_report_marks_what_survives_holm():
+    import report
+
+    # Two methods against dpo on 3 seeds: one clearly apart (d = 0.10, 0.11, 0.12), one noise (d = 0.1, -0.1, 0)
+    runs = [{"method": "dpo", "setting": "clean", "seed": s, "metrics": {"accuracy": 0.5}} for s in range(3)]
+    runs += [
+        {"method": m, "setting": "clean", "seed": s, "metrics": {"accuracy": 0.5 + d}}
+        for m, ds in (("mmpo", (0.10, 0.11, 0.12)), ("cdpo", (0.1, -0.1, 0.0)))
+        for s, d in enumerate(ds)
+    ]
+    summary = common.summarize(runs, ["accuracy"], baseline="dpo")["clean"]
+    tests = report.comparison_tests(summary, "dpo", "accuracy")
+    p_mmpo = 1 - 0.11 / math.sqrt(0.11**2 + 2 * 0.01**2 / 3)  # t = 0.11 / (0.01 / sqrt 3), df 2
+    assert tests["mmpo"]["p"] == pytest.approx(p_mmpo, rel=1e-6)
+    assert tests["mmpo"]["holm_p"] == pytest.approx(2 * p_mmpo, rel=1e-6)  # the smaller of 2 p-values: times 2
+    assert tests["cdpo"]["p"] == pytest.approx(1.0) and tests["cdpo"]["holm_p"] == pytest.approx(1.0)
+    assert report._delta_cell(summary["mmpo"]["delta_accuracy"], tests["mmpo"]).endswith("\\*")
+    assert not report._delta_cell(summary["cdpo"]["delta_accuracy"], tests["cdpo"]).endswith("*")
 
 
 def _run_quick(script: str, out: Path, *extra: str) -> dict:
