@@ -275,6 +275,66 @@ def test_policy_benchmark_quick(tmp_path):
     assert merged["summary"] == results["summary"] and merged["dropped_runs"] == []
 
 
+NEW_METHODS = ["weighted_dpo", "odpo", "kto", "mmpo_kto", "mmpo_rm"]
+
+
+def _rm_annotations(path: Path) -> Path:
+    """Stand-in reward-model scores of every training pair (the mean ratings plus noise), in the annotate layout."""
+    import random
+
+    rng = random.Random(0)
+    rows = common.select_pairs("train", None)
+    path.write_text("".join(json.dumps({
+        "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+        "score_chosen": r["score_chosen"] + rng.gauss(0, 1), "score_rejected": r["score_rejected"],
+    }) + "\n" for r in rows))  # fmt: skip
+    return path
+
+
+def test_row_transforms_weights_and_rm_scores(tmp_path):
+    import policy
+
+    rows = common.make_label_setting(common.select_pairs("train", 50), "flip", 0, common.load_ratings()).scored
+    weighted = policy.confidence_weights(rows, tmp_path)
+    assert sum(r["pair_weight"] for r in weighted) / len(rows) == pytest.approx(1.0)
+    m = [abs(r["score_chosen"] - r["score_rejected"]) for r in rows]
+    raw = [abs(2 / (1 + math.exp(-policy.MMPO_GAMMA * x)) - 1) for x in m]  # |2p - 1|, p = sigmoid(gamma * m)
+    assert [r["pair_weight"] for r in weighted] == pytest.approx([w / (sum(raw) / len(raw)) for w in raw])
+    # RM scores follow each row's orientation: a flipped pair gets the annotated scores exchanged
+    table = policy.load_rm_annotations(_rm_annotations(tmp_path / "rm.jsonl"))
+    for row, scored in zip(rows, policy.rm_scores(rows, tmp_path / "rm.jsonl")):
+        key = (row["prompt"], row["chosen"], row["rejected"])
+        expected = table.get(key) or table[(row["prompt"], row["rejected"], row["chosen"])][::-1]
+        assert (scored["score_chosen"], scored["score_rejected"]) == expected
+    with pytest.raises(SystemExit, match="mmpo_rm needs the reward-model scores"):
+        policy.rm_scores(rows, tmp_path / "missing.jsonl")
+
+
+def test_policy_benchmark_quick_new_methods(tmp_path):
+    pytest.importorskip("vaderSentiment", reason="the policy benchmark scores generations with VADER")
+    pytest.importorskip("peft")
+    pytest.importorskip("matplotlib")
+    extra = ["--settings", "clean", "--seeds", "1", "--no-reference-rows"]
+    rm = str(_rm_annotations(tmp_path / "rm.jsonl"))
+    results = _run_quick("policy.py", tmp_path, "--methods", "dpo", *NEW_METHODS, "--rm-annotations", rm, *extra)
+    assert {r["method"] for r in results["runs"]} == {"dpo", *NEW_METHODS}
+    for run in results["runs"]:
+        assert 0.0 <= run["metrics"]["accuracy"] <= 1.0 and math.isfinite(run["metrics"]["mean_margin"])
+        assert math.isfinite(run["train_loss"])
+    assert set(results["summary"]["clean"]["kto"]) >= {"accuracy", "delta_accuracy"}
+    # Without the reward-model file, mmpo_rm stops at once with a message that names it
+    env = subprocess_env()
+    missing = tmp_path / "none.jsonl"
+    command = [sys.executable, str(QUALITY / "policy.py"), "--quick", "--out", str(tmp_path / "x"), "--methods"]
+    failed = subprocess.run(
+        [*command, "mmpo_rm", "--rm-annotations", str(missing), *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert failed.returncode == 1 and f"needs the reward-model scores of the training pairs in {missing}" in (
+        failed.stderr
+    )
+
+
 def test_reward_model_benchmark_quick(tmp_path):
     pytest.importorskip("matplotlib")
     methods = ["bt", "mmpo_g1", "mmpo_1rater"]
