@@ -88,7 +88,8 @@ main() {
         # Its dependencies from the carried wheels, except pydantic 2, torch and numpy, which the image has
         echo "building deepspeed from its sdist (no ops compiled now; DeepSpeed JIT-builds them when used)"
         run deepspeed_install 120 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
-            --target /tmp/site "$WHEELS"/deepspeed-*.tar.gz $(ls "$WHEELS"/{hjson,ninja,py_cpuinfo,msgpack,einops}-*.whl)
+            --target /tmp/site "$WHEELS"/deepspeed-*.tar.gz \
+            $(ls "$WHEELS"/{hjson,ninja,py_cpuinfo,msgpack,einops}-*.whl)
         [[ ":$PYTHONPATH:" == *":/tmp/site:"* ]] || export PYTHONPATH="/tmp/site:$PYTHONPATH"
     fi
     "$PY" - <<'EOF'
