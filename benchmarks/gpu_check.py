@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The Python half of `benchmarks/gpu_check.sh` (issue 7): a model to time on, and short real training runs.
+"""The Python half of `benchmarks/gpu_check.sh` (issues 7 and 18): a model to time on, and short real training runs.
 
     python benchmarks/gpu_check.py build-model DIR [--preset qwen2-0.5b]
         A Qwen2 model of Qwen2-0.5B's shape with random weights and a BPE tokenizer trained on the bundled VADER
@@ -8,7 +8,11 @@
         `trainer.train()` for a few steps of each trainer, with the model loaded by the trainer from DIR in `--dtype`
         with SDPA attention, and checks: finite losses, the attention and dtype actually used, gamma-PO's margin
         metrics and a queue holding the pushed gaps, no reference model for reference-free runs. Records step time and
-        peak GPU memory. Also runs under `accelerate launch` (DeepSpeed ZeRO-3, FSDP2): that is the distributed check.
+        peak GPU memory. Also runs under `accelerate launch` with the recipes' configs (DeepSpeed ZeRO-2 and ZeRO-3,
+        FSDP2): that is the engines check. `--check NAME=CLASS:key=value,...` adds a check from the command line
+        (e.g. a knob another branch adds, as its config fields: `--check beta_dpo=MMPOTrainer:beta=0.1,<field>=...`).
+    python benchmarks/gpu_check.py train ... --dry-run
+        Builds every check's config without loading a model or training: the names, classes and fields are valid.
 
 Exit status 1 when a check fails. Both run on the CPU too (`--device cpu --dtype float32`), which the tests use.
 """
@@ -41,20 +45,71 @@ TRAIN_CHECKS: dict[str, dict[str, Any]] = {
     "gamma_mmpo_simpo": dict(
         cls="GammaPOTrainer", beta=2.5, gamma_beta_ratio=0.5, reward_type="simpo", mmpo_gamma=1.0
     ),
+    # The knobs of issue 18: per-pair weights (a column WEIGHT_COLUMN, added below), ODPO offsets, MMPO's KTO weights.
+    # A knob added later is one more line here (or a `--check` on the command line), e.g. beta-DPO's config fields
+    "mmpo_weights": dict(cls="MMPOTrainer", beta=0.1, weight_column="pair_weight"),
+    "odpo": dict(cls="MMPOTrainer", beta=0.1, odpo_alpha=1.0, odpo_scaling="log"),
+    "kto": dict(cls="KTOTrainer", beta=0.1),  # stock TRL, the baseline of the next one
+    "mmpo_kto": dict(cls="MMPOKTOTrainer", beta=0.1, mmpo_gamma=1.0),
 }
+WEIGHT_COLUMN = "pair_weight"
 
 
-def train_check(name: str, model_path: str, device: str, dtype: str, steps: int, batch_size: int) -> dict[str, Any]:
+def parse_check(text: str) -> tuple[str, dict[str, Any]]:
+    """`NAME=CLASS:key=value,key=value` (values read as JSON where they parse, else as strings) -> (name, spec)."""
+    name, _, rest = text.partition("=")
+    cls, _, fields = rest.partition(":")
+    if not name or not cls:
+        raise ValueError(f"--check wants NAME=CLASS:key=value,...; got {text!r}")
+    spec: dict[str, Any] = {"cls": cls}
+    for item in filter(None, fields.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            spec[key] = json.loads(value)
+        except json.JSONDecodeError:
+            spec[key] = value
+    return name, spec
+
+
+def _classes(spec: dict[str, Any]) -> tuple[type, type]:
+    """The trainer class of a check (this package's, else TRL's) and its config class, named alike: MMPOTrainer and
+    MMPOConfig, KTOTrainer and KTOConfig."""
+    import trl
+
     import trl_margins
+
+    module = trl_margins if hasattr(trl_margins, spec["cls"]) else trl
+    return getattr(module, spec["cls"]), getattr(module, spec["cls"].replace("Trainer", "Config"))
+
+
+def _dataset(spec: dict[str, Any], n: int, kto: bool):
+    """n VADER training pairs; for KTO unpaired (a desirable and an undesirable sample per pair, with its score); with
+    `weight_column`, weights |2p - 1| of the raters' preference probability (mean 1)."""
+    from datasets import Dataset
+
     from trl_margins.assets import load_vader_preferences
 
-    spec = dict(TRAIN_CHECKS[name])
-    cls = getattr(trl_margins, spec.pop("cls"))
-    config_cls = trl_margins.GammaPOConfig if cls is trl_margins.GammaPOTrainer else trl_margins.MMPOConfig
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    out_dir = tempfile.mkdtemp(prefix=f"gpu-check-{name}-")
+    rows = load_vader_preferences("train").select(range(n)).to_list()
+    if kto:
+        samples = [
+            {"prompt": r["prompt"], "completion": r[side], "label": side == "chosen", "score": r[f"score_{side}"]}
+            for r in rows[: (n + 1) // 2]
+            for side in ("chosen", "rejected")
+        ]
+        return Dataset.from_list(samples[:n])
+    if spec.get("weight_column"):
+        raw = [abs(2 * r["human_pref_prob"] - 1) for r in rows]
+        rows = [{**r, spec["weight_column"]: w * len(raw) / sum(raw)} for r, w in zip(rows, raw)]
+    return Dataset.from_list(rows)
+
+
+def build_config(name: str, spec: dict[str, Any], device: str, dtype: str, steps: int, batch_size: int):
+    """The check's trainer class and its config, as `train_check` trains it."""
+    spec = dict(spec)
+    cls, config_cls = _classes(spec)
+    spec.pop("cls")
     args = config_cls(
-        output_dir=out_dir,
+        output_dir=tempfile.mkdtemp(prefix=f"gpu-check-{name}-"),
         per_device_train_batch_size=batch_size,
         max_steps=steps,
         learning_rate=1e-6,
@@ -69,7 +124,20 @@ def train_check(name: str, model_path: str, device: str, dtype: str, steps: int,
         seed=0,
         **spec,
     )
-    dataset = load_vader_preferences("train").select(range(steps * batch_size * world))
+    return cls, args
+
+
+def train_check(
+    name: str, spec: dict[str, Any], model_path: str, device: str, dtype: str, steps: int, batch_size: int
+) -> dict[str, Any]:
+    import trl
+
+    import trl_margins
+
+    cls, args = build_config(name, spec, device, dtype, steps, batch_size)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    kto = issubclass(cls, trl.KTOTrainer)
+    dataset = _dataset(spec, steps * batch_size * world, kto)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer = cls(model_path, args=args, train_dataset=dataset)
@@ -82,7 +150,7 @@ def train_check(name: str, model_path: str, device: str, dtype: str, steps: int,
     losses = [h["loss"] for h in history if "loss" in h]
     result: dict[str, Any] = {
         "trainer": cls.__name__,
-        "config": TRAIN_CHECKS[name],
+        "config": spec,
         "world_size": trainer.accelerator.num_processes,
         "distributed_type": str(trainer.accelerator.distributed_type),
         "attn_implementation": model.config._attn_implementation,
@@ -99,7 +167,7 @@ def train_check(name: str, model_path: str, device: str, dtype: str, steps: int,
         problems.append(f"attention is {result['attn_implementation']}, not sdpa")
     if dtype not in result["param_dtype"] and trainer.accelerator.distributed_type.value != "FSDP":
         problems.append(f"parameters are {result['param_dtype']}, not {dtype}")  # FSDP may keep fp32 master weights
-    if args.simpo and result["has_ref_model"]:
+    if getattr(args, "simpo", False) and result["has_ref_model"]:
         problems.append("reference-free run holds a reference model")
     if isinstance(trainer, trl_margins.GammaPOTrainer):
         gamma_means = [h["gamma/mean"] for h in history if "gamma/mean" in h]
@@ -133,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--steps", type=int, default=4)
     train.add_argument("--batch_size", "--batch-size", type=int, default=4)
     train.add_argument("--output", default=None)
+    train.add_argument("--check", action="append", default=[], help="NAME=CLASS:key=value,... (an extra check)")
+    train.add_argument("--dry-run", action="store_true", help="build the configs only: no model, no training")
     a = p.parse_args(argv)
 
     if a.command == "build-model":
@@ -145,12 +215,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from helpers import quiet_libraries
 
+    checks = {name: TRAIN_CHECKS[name] for name in [s.strip() for s in a.trainers.split(",") if s.strip()]}
+    checks.update(parse_check(text) for text in a.check)
+    if a.dry_run:
+        for name, spec in checks.items():
+            cls, args = build_config(name, spec, "cpu", "float32", a.steps, a.batch_size)
+            print(f"[train-check] {name}: {cls.__name__} with {type(args).__name__} ok (dry run)")
+        return 0
     results: dict[str, Any] = {}
     with warnings.catch_warnings(), quiet_libraries():
         warnings.simplefilter("ignore", FutureWarning)
-        for name in [s.strip() for s in a.trainers.split(",") if s.strip()]:
+        for name, spec in checks.items():
             try:
-                results[name] = train_check(name, a.model, a.device, a.dtype, a.steps, a.batch_size)
+                results[name] = train_check(name, spec, a.model, a.device, a.dtype, a.steps, a.batch_size)
             except Exception as e:  # report and go on: one GPU call has to cover every check
                 results[name] = {
                     "ok": False,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import subprocess_env
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -111,8 +113,20 @@ def test_gpu_check_script_parses_and_its_python_half_runs_on_cpu(tmp_path):
     assert gpu_check.main(["build-model", model, "--preset", "qwen2-tiny"]) == 0
     out = tmp_path / "train.json"
     argv = ["train", "--model", model, "--device", "cpu", "--dtype", "float32", "--trainers", "gamma_mmpo_simpo",
+            "--check", "kto_weights=MMPOKTOTrainer:beta=0.1,mmpo_gamma=1.0",  # a check given on the command line
             "--steps", "2", "--batch_size", "2", "--output", str(out)]  # fmt: skip
     assert gpu_check.main(argv) == 0
-    check = json.loads(out.read_text())["checks"]["gamma_mmpo_simpo"]
+    checks = json.loads(out.read_text())["checks"]
+    check = checks["gamma_mmpo_simpo"]
     assert check["ok"], check["problems"]
     assert check["attn_implementation"] == "sdpa" and check["queue_size"] == 4 and not check["has_ref_model"]
+    assert checks["kto_weights"]["ok"] and checks["kto_weights"]["trainer"] == "MMPOKTOTrainer"
+    # Every knob's config builds (what the GPU call trains), without a model
+    dry = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), "--dry-run"],
+        env=subprocess_env(PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert all(f"[train-check] {name}: " in dry.stdout for name in gpu_check.TRAIN_CHECKS)

@@ -18,6 +18,7 @@ QUALITY = REPO / "benchmarks" / "quality"
 sys.path.insert(0, str(QUALITY))
 
 import common  # noqa: E402
+import significance  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -87,6 +88,65 @@ def test_summary_has_paired_deltas():
     assert summary["clean"]["mmpo"]["delta_accuracy"]["mean"] == pytest.approx(0.15)
     assert summary["clean"]["mmpo"]["delta_accuracy"]["n"] == 2
     assert "delta_accuracy" not in summary["clean"]["dpo"]
+
+
+# ---- significance: the t distribution and Holm against values computed by hand ------------------------------------
+@pytest.mark.parametrize(
+    "t, df, expected",
+    [
+        (1.0, 1, 0.5),  # Cauchy: 1 - (2 / pi) * atan(1)
+        (3.0, 1, 1 - 2 / math.pi * math.atan(3.0)),
+        (2.0, 2, 1 - 2 / math.sqrt(6)),  # df 2: p = 1 - t / sqrt(t^2 + 2)
+        (50.0, 2, 1 - 50 / math.sqrt(2502)),
+        (4.302652729911275, 2, 0.05),  # the tabulated two-sided 5% critical values
+        (2.570581835636314, 5, 0.05),
+        (2.228138851986274, 10, 0.05),
+        (0.0, 3, 1.0),
+        (-2.0, 2, 1 - 2 / math.sqrt(6)),
+    ],
+)
+def test_t_two_sided_p(t, df, expected):
+    assert significance.t_two_sided_p(t, df) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_paired_t_test_by_hand():
+    # d = (1, 2, 3): mean 2, sd 1, t = 2 / (1 / sqrt 3) = 2 sqrt 3, df 2: p = 1 - t / sqrt(t^2 + 2) = 1 - sqrt(6/7)
+    test = significance.paired_t_test([1.0, 2.0, 3.0])
+    assert (test["mean"], test["sd"], test["df"]) == (2.0, 1.0, 2)
+    assert test["t"] == pytest.approx(2 * math.sqrt(3))
+    assert test["p"] == pytest.approx(1 - math.sqrt(6 / 7))
+    # The summary's mean/std/n give the same test
+    assert significance.from_summary(common.mean_std([1.0, 2.0, 3.0]))["p"] == pytest.approx(test["p"])
+    assert significance.paired_t_test([0.5]) is None  # one seed: no test
+    assert significance.paired_t_test([0.0, 0.0, 0.0])["p"] == 1.0  # two runs that agree exactly
+    assert significance.paired_t_test([0.1, 0.1])["p"] == 0.0
+
+
+def test_holm_by_hand():
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone: 0.02, 0.03, 0.06, 0.06
+    assert significance.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert significance.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert significance.holm([]) == []
+
+
+def test_report_marks_what_survives_holm():
+    import report
+
+    # Two methods against dpo on 3 seeds: one clearly apart (d = 0.10, 0.11, 0.12), one noise (d = 0.1, -0.1, 0)
+    runs = [{"method": "dpo", "setting": "clean", "seed": s, "metrics": {"accuracy": 0.5}} for s in range(3)]
+    runs += [
+        {"method": m, "setting": "clean", "seed": s, "metrics": {"accuracy": 0.5 + d}}
+        for m, ds in (("mmpo", (0.10, 0.11, 0.12)), ("cdpo", (0.1, -0.1, 0.0)))
+        for s, d in enumerate(ds)
+    ]
+    summary = common.summarize(runs, ["accuracy"], baseline="dpo")["clean"]
+    tests = report.comparison_tests(summary, "dpo", "accuracy")
+    p_mmpo = 1 - 0.11 / math.sqrt(0.11**2 + 2 * 0.01**2 / 3)  # t = 0.11 / (0.01 / sqrt 3), df 2
+    assert tests["mmpo"]["p"] == pytest.approx(p_mmpo, rel=1e-6)
+    assert tests["mmpo"]["holm_p"] == pytest.approx(2 * p_mmpo, rel=1e-6)  # the smaller of 2 p-values: times 2
+    assert tests["cdpo"]["p"] == pytest.approx(1.0) and tests["cdpo"]["holm_p"] == pytest.approx(1.0)
+    assert report._delta_cell(summary["mmpo"]["delta_accuracy"], tests["mmpo"]).endswith("\\*")
+    assert not report._delta_cell(summary["cdpo"]["delta_accuracy"], tests["cdpo"]).endswith("*")
 
 
 def _run_quick(script: str, out: Path, *extra: str) -> dict:
@@ -213,6 +273,66 @@ def test_policy_benchmark_quick(tmp_path):
     key = lambda r: (r["method"], r["setting"], r["seed"])  # noqa: E731
     assert sorted(map(key, merged["runs"])) == sorted(map(key, results["runs"]))
     assert merged["summary"] == results["summary"] and merged["dropped_runs"] == []
+
+
+NEW_METHODS = ["weighted_dpo", "odpo", "kto", "mmpo_kto", "mmpo_rm"]
+
+
+def _rm_annotations(path: Path) -> Path:
+    """Stand-in reward-model scores of every training pair (the mean ratings plus noise), in the annotate layout."""
+    import random
+
+    rng = random.Random(0)
+    rows = common.select_pairs("train", None)
+    path.write_text("".join(json.dumps({
+        "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+        "score_chosen": r["score_chosen"] + rng.gauss(0, 1), "score_rejected": r["score_rejected"],
+    }) + "\n" for r in rows))  # fmt: skip
+    return path
+
+
+def test_row_transforms_weights_and_rm_scores(tmp_path):
+    import policy
+
+    rows = common.make_label_setting(common.select_pairs("train", 50), "flip", 0, common.load_ratings()).scored
+    weighted = policy.confidence_weights(rows, tmp_path)
+    assert sum(r["pair_weight"] for r in weighted) / len(rows) == pytest.approx(1.0)
+    m = [abs(r["score_chosen"] - r["score_rejected"]) for r in rows]
+    raw = [abs(2 / (1 + math.exp(-policy.MMPO_GAMMA * x)) - 1) for x in m]  # |2p - 1|, p = sigmoid(gamma * m)
+    assert [r["pair_weight"] for r in weighted] == pytest.approx([w / (sum(raw) / len(raw)) for w in raw])
+    # RM scores follow each row's orientation: a flipped pair gets the annotated scores exchanged
+    table = policy.load_rm_annotations(_rm_annotations(tmp_path / "rm.jsonl"))
+    for row, scored in zip(rows, policy.rm_scores(rows, tmp_path / "rm.jsonl")):
+        key = (row["prompt"], row["chosen"], row["rejected"])
+        expected = table.get(key) or table[(row["prompt"], row["rejected"], row["chosen"])][::-1]
+        assert (scored["score_chosen"], scored["score_rejected"]) == expected
+    with pytest.raises(SystemExit, match="mmpo_rm needs the reward-model scores"):
+        policy.rm_scores(rows, tmp_path / "missing.jsonl")
+
+
+def test_policy_benchmark_quick_new_methods(tmp_path):
+    pytest.importorskip("vaderSentiment", reason="the policy benchmark scores generations with VADER")
+    pytest.importorskip("peft")
+    pytest.importorskip("matplotlib")
+    extra = ["--settings", "clean", "--seeds", "1", "--no-reference-rows"]
+    rm = str(_rm_annotations(tmp_path / "rm.jsonl"))
+    results = _run_quick("policy.py", tmp_path, "--methods", "dpo", *NEW_METHODS, "--rm-annotations", rm, *extra)
+    assert {r["method"] for r in results["runs"]} == {"dpo", *NEW_METHODS}
+    for run in results["runs"]:
+        assert 0.0 <= run["metrics"]["accuracy"] <= 1.0 and math.isfinite(run["metrics"]["mean_margin"])
+        assert math.isfinite(run["train_loss"])
+    assert set(results["summary"]["clean"]["kto"]) >= {"accuracy", "delta_accuracy"}
+    # Without the reward-model file, mmpo_rm stops at once with a message that names it
+    env = subprocess_env()
+    missing = tmp_path / "none.jsonl"
+    command = [sys.executable, str(QUALITY / "policy.py"), "--quick", "--out", str(tmp_path / "x"), "--methods"]
+    failed = subprocess.run(
+        [*command, "mmpo_rm", "--rm-annotations", str(missing), *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert failed.returncode == 1 and f"needs the reward-model scores of the training pairs in {missing}" in (
+        failed.stderr
+    )
 
 
 def test_reward_model_benchmark_quick(tmp_path):

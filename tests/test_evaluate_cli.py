@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -184,3 +185,59 @@ def test_missing_dataset_file(policy_dir, tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     assert main(["--model", policy_dir, "--reward_type", "simpo", "--dataset", str(missing)]) == 2
     assert capsys.readouterr().err == f"trl-margins evaluate: error: dataset file {missing} not found\n"
+
+
+# ---- RewardBench 2 rows ---------------------------------------------------------------------------------------------
+RB2_ROWS = [  # allenai/reward-bench-2's layout: one prompt, lists of chosen and rejected completions
+    {"id": "0", "subset": "Math", "prompt": "What is 2 + 3?", "chosen": ["It is 5."],
+     "rejected": ["It is 6.", "It is 23.", "Five hundred."], "num_correct": 1, "num_incorrect": 3},
+    {"id": "1", "subset": "Math", "prompt": "What is 3 * 3?", "chosen": ["Nine."],
+     "rejected": ["Six.", "Twelve.", "Thirty three."], "num_correct": 1, "num_incorrect": 3},
+    {"id": "2", "subset": "Focus", "prompt": "Name a fruit.", "chosen": ["An apple."],
+     "rejected": ["A car.", "Blue.", "The sea."], "num_correct": 1, "num_incorrect": 3},
+    # Ties: a reference prompt (one correct answer; 3 completions, an odd count) and its tied twin
+    {"id": "ref:7", "subset": "Ties", "prompt": "Name the capital of France.", "chosen": ["Paris."],
+     "rejected": ["Lyon.", "Rome."], "num_correct": 1, "num_incorrect": 2},
+    {"id": "tied:7", "subset": "Ties", "prompt": "Name a primary colour.", "chosen": ["Red.", "Blue."],
+     "rejected": ["Green.", "Pink."], "num_correct": 2, "num_incorrect": 2},
+]  # fmt: skip
+
+
+def test_rewardbench2_rows(rm_dir, tmp_path, capsys):
+    from trl_margins.evaluation import best_of_n_result, ties_score
+
+    path = tmp_path / "rb2.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in RB2_ROWS))
+    out = tmp_path / "eval"
+    assert main(["--model", rm_dir, "--dataset", str(path), "--no_plots", "--output_dir", str(out)]) == 0
+    metrics, lines = _read(out)
+    rb2 = metrics["rewardbench2"]  # detected from the lists of strings
+    # Every completion's score is the reward model's score of prompt + completion, in the row's order
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir)
+    tokenizer = AutoTokenizer.from_pretrained(rm_dir)
+    for row, line in zip(RB2_ROWS, lines):
+        completions = row["chosen"] + row["rejected"]
+        single = Dataset.from_list([{"prompt": row["prompt"], "chosen": c, "rejected": c} for c in completions])
+        expected, _ = reward_model_scores(model, tokenizer, single)
+        assert line["scores"] == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-6)
+        assert (line["id"], line["num_correct"]) == (row["id"], row["num_correct"])
+    scores = [line["scores"] for line in lines]
+    # Best of 4: right when the chosen completion scores highest
+    math_score = sum(float(s[0] > max(s[1:])) for s in scores[:2]) / 2
+    assert rb2["subsets"]["Math"]["score"] == pytest.approx(math_score)
+    assert rb2["subsets"]["Focus"]["score"] == float(scores[2][0] > max(scores[2][1:]))
+    assert rb2["subsets"]["Math"]["score"] == pytest.approx(
+        (best_of_n_result(scores[0]) + best_of_n_result(scores[1])) / 2
+    )
+    ties = ties_score(["ref:7", "tied:7"], [1, 2], scores[3:])
+    assert rb2["subsets"]["Ties"]["score"] == pytest.approx(ties["score"])
+    assert rb2["subsets"]["Ties"]["num_pairs"] == 2 + 4 and rb2["subsets"]["Math"]["num_pairs"] == 6
+    assert rb2["score"] == pytest.approx((math_score + rb2["subsets"]["Focus"]["score"] + ties["score"]) / 3)
+    assert rb2["random_baseline"] == 0.25
+    assert rb2["missing_subsets"] == ["Factuality", "Precise IF", "Safety"]
+    # The overall metrics are over every (chosen, rejected) combination: 3 + 3 + 3 + 2 + 4 pairs
+    assert metrics["overall"]["num_pairs"] == 15 and metrics["overall"]["hard_labels"]
+    assert all(0 <= e["ece"] <= 1 for e in rb2["subsets"].values())
+    assert "RewardBench 2" in capsys.readouterr().out
+    # Soft targets make no sense for best-of-n ranks
+    assert main(["--model", rm_dir, "--dataset", str(path), "--gamma", "1", "--output_dir", str(out)]) == 2

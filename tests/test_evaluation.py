@@ -13,14 +13,17 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from trl_margins import MMPOConfig, MMPOTrainer
 from trl_margins.evaluation import (
+    best_of_n_result,
     brier_score,
     expected_calibration_error,
     plot_margin_histogram,
     plot_reliability_diagram,
     preference_metrics,
     reliability_bins,
+    rewardbench2_scores,
     rewardbench_section_scores,
     subset_metrics,
+    ties_score,
 )
 from trl_margins.losses import soft_target_loss
 from trl_margins.rewards_extraction import (
@@ -346,3 +349,46 @@ def test_encoder_reward_model_without_eos(tiny_bert_dir):
         with torch.no_grad():
             expected = model(**tokenizer(row["prompt"] + row["chosen"], return_tensors="pt")).logits[0, 0]
         assert chosen[i].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+
+
+# ---- RewardBench 2 (reward-bench's rewardbench/utils.py: reroll_and_score_dataset, process_single_model) ----------
+def test_best_of_n_shares_a_tie_at_the_top():
+    assert best_of_n_result([2.0, 1.0, 0.0, -1.0]) == 1.0
+    assert best_of_n_result([2.0, 2.0, 0.0, 1.0]) == 0.5  # two completions share the top score: half the credit
+    assert best_of_n_result([1.0, 2.0, 0.0, 0.0]) == 0.0
+
+
+def test_ties_score_by_hand():
+    # Prompt 1: ref gap 3 - 1 = 2 (accurate); tied correct (3, 2.5, 2), incorrect (1, 0): gap 1, spread 1, so
+    # 1 > 1 is false (not preferred), min(2, 1) > 1 false, tanh(1 / 1 - 1) = 0.
+    # Prompt 2: ref gap 0 - 1 = -1 (not accurate); tied (2, 2) vs 1: gap 1, spread 0: preferred (1 > 0), hard
+    # min(-1, 1) > 0 false, tanh(-1 / 0 - 1) = -1.
+    ids = ["ref:1", "tied:1", "ref:2", "tied:2"]
+    result = ties_score(ids, [1, 3, 1, 2], [[3, 1], [3, 2.5, 2, 1, 0], [0, 1], [2, 2, 1]])
+    assert result["ref_accuracy"] == 0.5 and result["tied_accuracy"] == 1.0
+    assert result["correctness_preferred"] == 0.5 and result["correctness_preferred_hard"] == 0.0
+    assert result["margin_score"] == -0.5
+    assert result["score"] == pytest.approx(0.3 * 1.0 + 0.3 * 0.5 + 0.2 * 0.5 + 0.2 * 0.0 + 0.01 * -0.5)  # 0.545
+
+
+def test_rewardbench2_scores_mean_of_subsets_and_ece():
+    subsets = ["Math", "Math", "Focus", "Ties", "Ties"]
+    ids = ["0", "1", "2", "ref:1", "tied:1"]
+    scores = [[2, 1, 0, -1], [0, 1, 0, 0], [5, 5, 0, 0], [3, 1], [3, 2.5, 1]]
+    result = rewardbench2_scores(subsets, ids, [1, 1, 1, 1, 2], scores, n_bins=10)
+    assert list(result["subsets"]) == ["Math", "Focus", "Ties"]  # the official order
+    assert result["subsets"]["Math"]["score"] == 0.5 and result["subsets"]["Focus"]["score"] == 0.5
+    # Ties: both accurate; tied gap 1.5 > spread 0.5, min(2, 1.5) > 0.5; tanh(1.5 / 0.5 - 1) = tanh(2)
+    assert result["subsets"]["Ties"]["score"] == pytest.approx(0.3 + 0.3 + 0.2 + 0.2 + 0.01 * math.tanh(2))
+    assert result["score"] == pytest.approx((0.5 + 0.5 + 1 + 0.01 * math.tanh(2)) / 3)
+    assert result["random_baseline"] == 0.25 and result["missing_subsets"] == ["Factuality", "Precise IF", "Safety"]
+    # ECE of the Focus row: 3 pairs with gaps 0, 5, 5 against hard labels, both orders, 10 bins
+    gaps = torch.tensor([0.0, 5.0, 5.0], dtype=torch.float64)
+    assert result["subsets"]["Focus"]["num_pairs"] == 3
+    assert result["subsets"]["Focus"]["ece"] == pytest.approx(
+        expected_calibration_error(torch.sigmoid(gaps), torch.ones(3), 10)
+    )
+    # By hand: in both orders, 6 predictions. The tie gives 0.5 twice (targets 1 and 0: one bin, mean 0.5, no gap);
+    # the two gaps of 5 give p = sigmoid(5) against 1 and 1 - p against 0: four predictions off by 1 - p
+    p = 1 / (1 + math.exp(-5))
+    assert result["subsets"]["Focus"]["ece"] == pytest.approx(4 * (1 - p) / 6)

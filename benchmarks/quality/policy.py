@@ -1,4 +1,5 @@
-"""Policy benchmark: DPO, cDPO, MMPO, gamma-DPO, SimPO, gamma-SimPO and MMPO + dynamic margins on human-rated pairs.
+"""Policy benchmark: DPO, cDPO, MMPO, gamma-DPO, SimPO, gamma-SimPO, MMPO + dynamic margins, per-pair weights, ODPO,
+KTO and MMPO-KTO, and MMPO on reward-model margins, on human-rated pairs.
 
 Trains SmolLM2-135M-Instruct (the same LoRA adapter, optimiser and steps for every method) on a fixed subset of the
 bundled VADER preference pairs under three label settings (see `common.py`), with several seeds, and measures on
@@ -12,9 +13,12 @@ held-out test pairs and prompts:
   the KL to the reference model, estimated as the mean over samples of ``log pi(y|x) - log pi_ref(y|x)`` (unbiased,
   since ``y ~ pi``).
 
-Stock TRL runs DPO and cDPO (`trl.DPOTrainer`, ``label_smoothing=0.1``). SimPO is this package's reference-free
-reward with the FIXED margin ``gamma0 = gamma_beta_ratio * beta`` (`GammaPOTrainer` with ``margin_iters=0``, so
-``gamma_i = gamma0``), not TRL's `CPOTrainer`.
+Stock TRL runs DPO (`trl.DPOTrainer`) and KTO (`trl.KTOTrainer`). KTO-style methods train on the pairs unpaired:
+each pair gives one desirable (chosen) and one undesirable (rejected) completion, two samples per pair in a batch of
+twice as many samples, so that every method sees the same pairs per step; their reference is the base model (the
+LoRA adapter disabled, exact), and they are evaluated by the same DPO implicit reward on the test pairs. SimPO is this
+package's reference-free reward with the FIXED margin ``gamma0 = gamma_beta_ratio * beta`` (`GammaPOTrainer` with
+``margin_iters=0``, so ``gamma_i = gamma0``), not TRL's `CPOTrainer`.
 
 Sized for a shared 2-core CPU: pairs whose sentences have at most 24 tokens, the chat template with an empty system
 message (SmolLM2's template otherwise inserts a 20-token default one), bf16 autocast, one thread, and the reference
@@ -42,6 +46,7 @@ from policy_eval import (
     NOVEL_PROMPTS,
     SHIPPED_PROMPTS,
     ReferenceLogps,
+    chat_prompt,
     conversational,
     generation_eval,
     preference_eval,
@@ -54,16 +59,26 @@ MMPO_GAMMA = 1.33
 DPO_BETA = 0.1
 SIMPO_BETA = 2.5  # SimPO's beta for Mistral/Llama-3 Instruct; gamma0 = 0.5 * 2.5 = 1.25 (the package default ratio)
 MAX_SENTENCE_TOKENS = 24
+# ODPO (Amini et al., 2024): offset delta = alpha * log(score_chosen - score_rejected), the paper's log scaling and its
+# default alpha = 1 (every VADER training margin is > 0: the smallest is 0.003)
+ODPO_ALPHA = 1.0
+# The reward-model margins of `mmpo_rm`: a MiniLM reward model's scores of the training pairs (`trl-margins annotate`).
+# A Bradley-Terry reward model's own probability is sigmoid(r_chosen - r_rejected): gamma 1 takes it as the target
+RM_ANNOTATIONS = common.RESULTS_DIR / "rm_annotated_train.jsonl"
+RM_MMPO_GAMMA = 1.0
 
 
 @dataclass(frozen=True)
 class Method:
     label: str
-    trainer: str  # "trl_dpo" (stock trl.DPOTrainer), "mmpo" (MMPOTrainer) or "gamma_po" (GammaPOTrainer)
+    # "trl_dpo" (stock trl.DPOTrainer), "mmpo" (MMPOTrainer), "gamma_po" (GammaPOTrainer), "trl_kto" (stock
+    # trl.KTOTrainer) or "mmpo_kto" (MMPOKTOTrainer)
+    trainer: str
     reward: str  # "dpo" or "simpo": the implicit reward it is trained and evaluated with
     data: str  # "binary", "scored" or "scored_1rater": which rows of `common.LabelledPairs` it trains on
     config: dict[str, Any] = field(default_factory=dict)
     settings: tuple[str, ...] = common.SETTINGS
+    rows: str | None = None  # a transform of the training rows in ROW_TRANSFORMS (a weight column, RM scores)
 
     @property
     def beta(self) -> float:
@@ -90,8 +105,95 @@ METHODS: dict[str, Method] = {
     "mmpo_1rater": Method(
         "MMPO, 1-rater scores", "mmpo", "dpo", "scored_1rater", {"mmpo_gamma": MMPO_GAMMA}, settings=("rater",)
     ),
+    # DPO with per-pair weights (MADPO-style): the raters' confidence |2p - 1| in the pair's orientation, p the
+    # MMPO target sigmoid(1.33 * m) (1.33: the fit to the raters' preference probabilities), normalised to mean 1 so
+    # the loss keeps DPO's scale. A near-tie (p ~ 1/2) counts little; a pair the raters agree on counts most
+    "weighted_dpo": Method(
+        "DPO, weights |2p-1|", "mmpo", "dpo", "scored", {"weight_column": "pair_weight"}, rows="confidence_weights"
+    ),
+    "odpo": Method(
+        f"ODPO alpha={ODPO_ALPHA:g}, log", "mmpo", "dpo", "scored", {"odpo_alpha": ODPO_ALPHA, "odpo_scaling": "log"}
+    ),
+    "kto": Method("KTO (trl.KTOTrainer)", "trl_kto", "dpo", "binary"),
+    # MMPO's KTO weights (MMPO paper, App. B): each sentence's mean rating against the training median
+    "mmpo_kto": Method(f"MMPO-KTO gamma={MMPO_GAMMA}", "mmpo_kto", "dpo", "scored", {"mmpo_gamma": MMPO_GAMMA}),
+    # What a user without human scores gets: the setting's labels, margins from a MiniLM reward model's scores (RM
+    # disagreeing with a label gives p < 1/2, i.e. the pair swapped: `negative_margins="swap"`)
+    "mmpo_rm": Method(
+        f"MMPO on RM margins, gamma={RM_MMPO_GAMMA:g}",
+        "mmpo",
+        "dpo",
+        "binary",
+        {"mmpo_gamma": RM_MMPO_GAMMA, "negative_margins": "swap"},
+        rows="rm_scores",
+    ),
+    # beta-DPO goes here once its config fields land on MMPOConfig/GammaPOConfig (another branch): one entry,
+    # Method("beta-DPO", "mmpo", "dpo", "binary", {<its fields>}), and the same line in gpu_check.py's KNOB_CHECKS.
 }
 TRACKED_METHODS = ("dpo", "mmpo")  # evaluated during training, for the margins-over-training figure
+
+
+def confidence_weights(rows: list[dict], annotations: Path) -> list[dict]:
+    """`pair_weight` = |2 sigmoid(gamma * m) - 1| = tanh(gamma * |m| / 2) of each pair's margin, with mean 1."""
+    import math
+
+    raw = [math.tanh(MMPO_GAMMA * abs(r["score_chosen"] - r["score_rejected"]) / 2) for r in rows]
+    mean = sum(raw) / len(raw)
+    return [{**r, "pair_weight": w / mean} for r, w in zip(rows, raw)]
+
+
+def load_rm_annotations(path: Path) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(prompt, chosen, rejected) -> (score_chosen, score_rejected) of the reward-model-annotated training pairs."""
+    if not path.is_file():
+        raise SystemExit(
+            f"[policy] mmpo_rm needs the reward-model scores of the training pairs in {path} (JSONL rows with "
+            "prompt, chosen, rejected, score_chosen, score_rejected from `trl-margins annotate` with the MiniLM "
+            "reward model); it is missing. Produce it first, pass --rm-annotations, or leave mmpo_rm out of --methods."
+        )
+    table = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            table[(row["prompt"], row["chosen"], row["rejected"])] = (
+                float(row["score_chosen"]), float(row["score_rejected"])
+            )  # fmt: skip
+    return table
+
+
+def rm_scores(rows: list[dict], annotations: Path) -> list[dict]:
+    """The rows with the reward model's scores, matched by (prompt, chosen, rejected) in either order (a label
+    setting may have swapped the pair)."""
+    table = load_rm_annotations(annotations)
+    out, missing = [], 0
+    for r in rows:
+        if (key := (r["prompt"], r["chosen"], r["rejected"])) in table:
+            chosen, rejected = table[key]
+        elif (key := (r["prompt"], r["rejected"], r["chosen"])) in table:
+            rejected, chosen = table[key]
+        else:
+            missing += 1
+            continue
+        out.append({**r, "score_chosen": chosen, "score_rejected": rejected})
+    if missing:
+        raise SystemExit(f"[policy] {annotations} lacks the reward-model scores of {missing} of {len(rows)} pairs.")
+    return out
+
+
+ROW_TRANSFORMS = {"confidence_weights": confidence_weights, "rm_scores": rm_scores}
+
+
+def unpaired(rows: list[dict], scored: bool) -> list[dict]:
+    """KTO's data from pairs: a desirable (chosen) and an undesirable (rejected) sample per pair, in pair order, with
+    each sentence's score for MMPO-KTO."""
+    samples = []
+    for r in rows:
+        for side, label in (("chosen", True), ("rejected", False)):
+            sample = {"prompt": chat_prompt(r["prompt"]), "completion": [{"role": "assistant", "content": r[side]}]}
+            sample["label"] = label
+            if scored:
+                sample["score"] = r[f"score_{side}"]
+            samples.append(sample)
+    return samples
 
 
 @dataclass
@@ -127,9 +229,9 @@ def fit_train_gamma() -> float:
 
 # ---- training ------------------------------------------------------------------------------------------------------
 def trainer_classes() -> dict[str, tuple[type, type]]:
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-    from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOTrainer
+    from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOKTOConfig, MMPOKTOTrainer, MMPOTrainer
 
     class RecordingGammaPOTrainer(GammaPOTrainer):
         """Keeps each training step's (reward gap, gamma_i) pairs, for the figure of gamma_i against the gap."""
@@ -149,6 +251,8 @@ def trainer_classes() -> dict[str, tuple[type, type]]:
         "trl_dpo": (DPOTrainer, DPOConfig),
         "mmpo": (MMPOTrainer, MMPOConfig),
         "gamma_po": (RecordingGammaPOTrainer, GammaPOConfig),
+        "trl_kto": (KTOTrainer, KTOConfig),
+        "mmpo_kto": (MMPOKTOTrainer, MMPOKTOConfig),
     }
 
 
@@ -170,9 +274,18 @@ def train_policy(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     extra: dict[str, Any] = {"beta": DPO_BETA, **method.config}
-    uses_reference = method.reward == "dpo"
+    kto = method.trainer.endswith("kto")
+    batch_size = 2 * sizes.batch_size if kto else sizes.batch_size  # two samples per pair: the same pairs per step
+    # KTO's reference is the base model through the disabled adapter (TRL's precomputed columns are DPO's)
+    uses_reference = method.reward == "dpo" and not kto
+    if kto:
+        train_data = unpaired(rows, scored=method.trainer == "mmpo_kto")
+        track_rows = None
+    elif uses_reference:
+        train_data = [conversational(r) for r in reference.attach(rows)]
+    else:
+        train_data = [conversational(r) for r in rows]
     if uses_reference:
-        rows = reference.attach(rows)
         track_rows = None if track_rows is None else reference.attach(track_rows)
     if track_rows is not None:
         every = max(1, sizes.steps // sizes.track_points)
@@ -180,7 +293,7 @@ def train_policy(
     with tempfile.TemporaryDirectory() as out:
         args = config_cls(
             output_dir=out,
-            per_device_train_batch_size=sizes.batch_size,
+            per_device_train_batch_size=batch_size,
             max_steps=sizes.steps,
             learning_rate=sizes.learning_rate,
             lr_scheduler_type="linear",
@@ -204,14 +317,15 @@ def train_policy(
         trainer = trainer_cls(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list([conversational(r) for r in rows]),
+            train_dataset=Dataset.from_list(train_data),
             eval_dataset=None if track_rows is None else Dataset.from_list([conversational(r) for r in track_rows]),
             processing_class=tokenizer,
             peft_config=lora,
         )
         # TRL's precomputed-reference path (what `precompute_ref_log_probs=True` sets up), fed with the log-probs
         # computed once for all runs: the datasets carry `ref_chosen_logps`/`ref_rejected_logps`
-        trainer.precompute_ref_logps = uses_reference
+        if not kto:
+            trainer.precompute_ref_logps = uses_reference
         trainer.train()
     history = trainer.state.log_history
     info: dict[str, Any] = {"train_loss": next((e["train_loss"] for e in history if "train_loss" in e), None)}
@@ -274,6 +388,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         help="file of the base model's log-probs, shared by shards and resumed runs",
     )
     parser.add_argument("--no-reference-rows", action="store_true", help="skip the untrained model's own rows")
+    parser.add_argument(
+        "--rm-annotations", type=Path, default=RM_ANNOTATIONS, help="the training pairs' reward-model scores (mmpo_rm)"
+    )
     parser.add_argument("--merge", type=Path, nargs="+", help="merge these policy.json shards into <out>/policy.json")
     args, argv, out_path, figures = common.parse_benchmark_args(parser, argv, "policy.json")
     if args.merge:
@@ -282,6 +399,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         return redrawn
 
     sizes = common.resolve_sizes(args, QUICK_SIZES if args.quick else Sizes())
+    if any(METHODS[m].rows == "rm_scores" for m in args.methods):
+        load_rm_annotations(args.rm_annotations)  # fail now, with the message, not after hours of other runs
     started = time.time()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -343,6 +462,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     for setting, seed, name, method, rows in runs:
         t0 = time.time()
         tracked = track_rows if name in TRACKED_METHODS else None
+        if method.rows is not None:
+            rows = ROW_TRANSFORMS[method.rows](rows, args.rm_annotations)
         model, info = train_policy(method, model_path, tokenizer, rows, seed, sizes, reference(), tracked)
         t1 = time.time()
         pref = preference_eval(model, tokenizer, test_rows, method, sizes, reference())
@@ -392,7 +513,9 @@ def drop_stale_runs(results: dict[str, Any]) -> None:
     def stale(run: dict) -> bool:
         if "method_config" not in run:
             return run["method"] == "cdpo"
-        return run["method_config"] != current[run["method"]]
+        # A field added to `Method` later (e.g. `rows`) is absent from older runs: at its default None it is the same
+        mine = {k: v for k, v in current[run["method"]].items() if k in run["method_config"] or v is not None}
+        return run["method_config"] != mine
 
     results.setdefault("dropped_runs", [])
     results["dropped_runs"] += [{k: r[k] for k in ("method", "setting", "seed")} for r in results["runs"] if stale(r)]

@@ -7,6 +7,12 @@
 Writes ``metrics.json`` (overall metrics with the reliability table, per-subset accuracy, RewardBench's section
 scores when the subsets are RewardBench's), ``rewards.jsonl`` (the rewards of every pair),
 ``reliability_diagram.png`` and ``reward_margins.png`` to ``--output_dir``, and prints a short table.
+
+Rows in RewardBench 2's layout (``chosen`` and ``rejected`` are lists of strings, with ``num_correct``, ``subset`` and
+``id``; detected, or ``--format rewardbench2``) are scored completion by completion and reported as RewardBench 2
+does (`trl_margins.evaluation.rewardbench2_scores`: best-of-4 accuracy per subset, the Ties score, the mean over
+subsets, random baseline 25%), with each subset's ECE beside the official numbers; the "overall" metrics and plots are
+then over every (chosen, rejected) combination of a row.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ..evaluation import (
     plot_margin_histogram,
     plot_reliability_diagram,
     preference_metrics,
+    rewardbench2_scores,
     rewardbench_section_scores,
     subset_metrics,
 )
@@ -39,6 +46,7 @@ MODEL_TYPES = ("rm", "dpo", "simpo")
 REWARD_TYPES = ("dpo", "simpo")  # `MMPOConfig.reward_type`, not imported: the config pulls in TRL at start-up
 # Without `--beta`, the default of each objective: TRL's DPOConfig, and SimPO's paper (2.0-2.5 for its base models)
 _DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
+FORMATS = ("auto", "pairs", "rewardbench2")
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -83,6 +91,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "RewardBench's (prompt, chosen, rejected, subset); `trl_margins:vader` is the bundled VADER pairs.",
     )
     data.add_argument("--dataset_config", default=None, help="Configuration name of a hub dataset.")
+    data.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="pairs: one chosen and one rejected per row; rewardbench2: lists of chosen and rejected completions per "
+        "row (allenai/reward-bench-2's layout). auto: rewardbench2 when `chosen` holds lists of strings.",
+    )
     data.add_argument("--split", default=None, help="Split (default: the only one, or 'test').")
     data.add_argument("--max_samples", type=int, default=None, help="Evaluate the first N pairs only.")
     data.add_argument("--subset_column", default="subset", help="Column naming each pair's subset, if present.")
@@ -195,6 +210,48 @@ def _targets(dataset, args: argparse.Namespace) -> tuple[Any, torch.Tensor | Non
     return dataset, None, "hard labels"
 
 
+# ---- RewardBench 2 rows --------------------------------------------------------------------------------------------
+def _is_rewardbench2(dataset, requested: str) -> bool:
+    """RewardBench 2's layout: `chosen` and `rejected` hold lists of strings (a conversational pair holds a list of
+    message dicts instead)."""
+    if requested != "auto":
+        is_rb2 = requested == "rewardbench2"
+    else:
+        first = dataset[0]["chosen"] if len(dataset) else None
+        is_rb2 = isinstance(first, list) and bool(first) and all(isinstance(c, str) for c in first)
+    if is_rb2:
+        missing = [c for c in ("prompt", "chosen", "rejected", "subset") if c not in dataset.column_names]
+        if missing:
+            raise UsageError(f"RewardBench 2 rows need the columns {missing}; the columns are {dataset.column_names}.")
+    return is_rb2
+
+
+def _completion_pairs(dataset) -> tuple[list[dict[str, str]], list[int]]:
+    """Every completion of every RewardBench 2 row, two to a pair so that each is scored once (rewards of a pair's two
+    sides are independent): the pairs, and the number of completions of each row (for `_fold_scores`)."""
+    pairs, sizes = [], []
+    for row in dataset:
+        completions = list(row["chosen"]) + list(row["rejected"])
+        if len(completions) % 2:  # an odd count: the last completion pairs with the first once more
+            completions.append(completions[0])
+        sizes.append(len(row["chosen"]) + len(row["rejected"]))
+        pairs += [
+            {"prompt": row["prompt"], "chosen": completions[i], "rejected": completions[i + 1]}
+            for i in range(0, len(completions), 2)
+        ]
+    return pairs, sizes
+
+
+def _fold_scores(chosen: torch.Tensor, rejected: torch.Tensor, sizes: list[int]) -> list[list[float]]:
+    """Each row's completion scores, in its order (chosen then rejected), from the pairs' rewards."""
+    flat = torch.stack([chosen, rejected], dim=1).flatten().tolist()
+    rows, start = [], 0
+    for size in sizes:
+        rows.append(flat[start : start + size])
+        start += size + size % 2  # skip the repeated first completion of an odd row
+    return rows
+
+
 # ---- the command ---------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as `main` does, from parsed arguments; returns what it writes to ``metrics.json``."""
@@ -222,7 +279,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dataset = load_preference_dataset(args.dataset, args.split, args.dataset_config)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
-    dataset, target_probs, targets = _targets(dataset, args)
+    rb2_rows = None
+    if _is_rewardbench2(dataset, args.format):
+        if args.gamma is not None or args.prob_column is not None:
+            raise UsageError("RewardBench 2 rows are ranked against hard labels: drop --gamma / --prob_column.")
+        from datasets import Dataset
+
+        rb2_rows = dataset
+        pairs, sizes = _completion_pairs(dataset)
+        dataset = Dataset.from_list(pairs)
+        target_probs, targets = None, "hard labels (RewardBench 2: chosen above rejected)"
+    else:
+        dataset, target_probs, targets = _targets(dataset, args)
     if args.conversational:
         if "prompt" not in dataset.column_names:
             raise UsageError("--conversational needs a `prompt` column (the user turn).")
@@ -253,6 +321,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             max_length=args.max_length,
         )
 
+    rewardbench2 = None
+    if rb2_rows is not None:
+        scores = _fold_scores(chosen, rejected, sizes)
+        num_correct = rb2_rows["num_correct"] if "num_correct" in rb2_rows.column_names else rb2_rows["chosen"]
+        num_correct = [n if isinstance(n, int) else len(n) for n in num_correct]
+        ids = rb2_rows["id"] if "id" in rb2_rows.column_names else [str(i) for i in range(len(rb2_rows))]
+        subsets = [str(s) for s in rb2_rows["subset"]]
+        rewardbench2 = rewardbench2_scores(subsets, [str(i) for i in ids], num_correct, scores, n_bins=args.n_bins)
+        # From here on the pairs are every (chosen, rejected) combination of a row: the overall metrics and plots
+        chosen = torch.tensor([s[c] for s, n in zip(scores, num_correct) for c in range(n) for _ in s[n:]])
+        rejected = torch.tensor([r for s, n in zip(scores, num_correct) for _ in range(n) for r in s[n:]])
     overall = preference_metrics(chosen, rejected, target_probs, n_bins=args.n_bins)
     result: dict[str, Any] = {
         "model": args.model,
@@ -264,7 +343,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": targets,
         "overall": overall,
     }
-    if args.subset_column in dataset.column_names:
+    if rewardbench2 is not None:
+        result["rewardbench2"] = rewardbench2
+    elif args.subset_column in dataset.column_names:
         subsets = [str(s) for s in dataset[args.subset_column]]
         result["subsets"] = subset_metrics(chosen, rejected, subsets)
         sections = rewardbench_section_scores({name: m["accuracy"] for name, m in result["subsets"].items()})
@@ -274,12 +355,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    with open(output_dir / "rewards.jsonl", "w") as f:
-        for i, (c, r) in enumerate(zip(chosen.tolist(), rejected.tolist())):
-            row = {"chosen_reward": c, "rejected_reward": r}
-            if target_probs is not None:
-                row["target_prob"] = float(target_probs[i])
-            f.write(json.dumps(row) + "\n")
+    if rewardbench2 is not None:  # one line per row: the scores of its completions, chosen first
+        lines = [{"id": str(i), "subset": s, "num_correct": n, "scores": r} for i, s, n, r in zip(
+            ids, subsets, num_correct, scores)]  # fmt: skip
+    else:
+        lines = [{"chosen_reward": c, "rejected_reward": r} for c, r in zip(chosen.tolist(), rejected.tolist())]
+        if target_probs is not None:
+            for line, p in zip(lines, target_probs.tolist()):
+                line["target_prob"] = float(p)
+    (output_dir / "rewards.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     written = ["metrics.json", "rewards.jsonl"]
     if not args.no_plots:
         name = Path(args.model.rstrip("/")).name
@@ -308,6 +392,16 @@ def format_table(result: dict[str, Any]) -> str:
     if "subsets" in result:
         lines += ["", f"  {'subset':<28}{'pairs':>8}{'accuracy':>10}"]
         lines += [f"  {k:<28}{v['num_pairs']:>8}{v['accuracy']:>10.4f}" for k, v in result["subsets"].items()]
+    if "rewardbench2" in result:
+        rb2 = result["rewardbench2"]
+        lines += ["", f"  RewardBench 2{'':<15}{'prompts':>8}{'score':>10}{'ECE':>10}"]
+        lines += [
+            f"  {k:<28}{v['num_prompts']:>8}{v['score']:>10.4f}{v['ece']:>10.4f}" for k, v in rb2["subsets"].items()
+        ]
+        lines.append(f"  {'score (mean of subsets)':<36}{rb2['score']:>10.4f}{rb2['ece']:>10.4f}")
+        lines.append(f"  random baseline: {rb2['random_baseline']:.2f} (best of 4)")
+        if rb2["missing_subsets"]:
+            lines.append(f"  missing subsets: {', '.join(rb2['missing_subsets'])} (the score averages those present)")
     if "rewardbench_sections" in result:
         lines += ["", "  RewardBench sections"]
         lines += [f"  {k:<28}{v:>10.4f}" for k, v in result["rewardbench_sections"].items()]
