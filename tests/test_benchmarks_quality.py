@@ -357,3 +357,23 @@ def test_figures_skip_what_a_shard_lacks(tmp_path):
     shard = {"benchmark": "policy", "quick": True, "runs": [run], "gamma_traces": {}}
     assert policy.draw_figures(shard, tmp_path) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stored_policy_runs_survive_the_stale_check_and_shards_with_more_seeds_merge():
+    """A renamed trainer option (`reference_free` -> `reward_type`) must not make the committed runs look stale: a
+    `--merge` would silently drop them. Shards that add seeds merge with the stored 3-seed file."""
+    import policy
+
+    for path in (QUALITY / "results" / "policy.json", QUALITY / "results" / "scale384" / "policy.json"):
+        results = common.load_results(path)
+        runs = len(results["runs"])
+        results["dropped_runs"] = []
+        policy.drop_stale_runs(results)
+        assert len(results["runs"]) == runs and results["dropped_runs"] == [], path
+    stored = common.load_results(QUALITY / "results" / "scale384" / "policy.json")
+    more = {**stored, "config": {**stored["config"], "sizes": {**stored["config"]["sizes"], "seeds": 5}}, "runs": []}
+    merged = common.merge_results([stored, more])
+    assert merged["config"]["sizes"]["seeds"] == 5 and len(merged["runs"]) == len(stored["runs"])
+    other = {**more, "config": {**more["config"], "sizes": {**more["config"]["sizes"], "steps": 12}}}
+    with pytest.raises(ValueError, match="different configurations"):
+        common.merge_results([stored, other])

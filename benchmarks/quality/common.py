@@ -147,8 +147,14 @@ def _json_default(value: Any) -> Any:
 
 
 def same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Same sizes, model and hyperparameters; the method table may differ (each run records its own method config)."""
-    return {k: v for k, v in a.items() if k != "methods"} == {k: v for k, v in b.items() if k != "methods"}
+    """Same sizes, model and hyperparameters; the method table may differ (each run records its own method config),
+    and so may the number of seeds (each run records its seed: shards that add seeds 3 and 4 to a 3-seed run merge)."""
+
+    def comparable(config: dict[str, Any]) -> dict[str, Any]:
+        sizes = {k: v for k, v in config.get("sizes", {}).items() if k != "seeds"}
+        return {**{k: v for k, v in config.items() if k != "methods"}, "sizes": sizes}
+
+    return comparable(a) == comparable(b)
 
 
 def benchmark_parser(
@@ -239,8 +245,10 @@ def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
     first = shards[0]
     if any(not same_config(s["config"], first["config"]) for s in shards):
         raise ValueError("The shards were run with different configurations.")
+    seeds = max(s["config"].get("sizes", {}).get("seeds", 0) for s in shards)
     merged = {
         **first,
+        "config": {**first["config"], "sizes": {**first["config"].get("sizes", {}), "seeds": seeds}},
         "runs": [],
         "label_stats": {},
         "gamma_traces": {},

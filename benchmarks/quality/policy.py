@@ -515,11 +515,23 @@ def drop_stale_runs(results: dict[str, Any]) -> None:
             return run["method"] == "cdpo"
         # A field added to `Method` later (e.g. `rows`) is absent from older runs: at its default None it is the same
         mine = {k: v for k, v in current[run["method"]].items() if k in run["method_config"] or v is not None}
-        return run["method_config"] != mine
+        return _renamed_keys(run["method_config"]) != mine
 
     results.setdefault("dropped_runs", [])
     results["dropped_runs"] += [{k: r[k] for k in ("method", "setting", "seed")} for r in results["runs"] if stale(r)]
     results["runs"] = [r for r in results["runs"] if not stale(r)]
+
+
+# Trainer options renamed since runs were stored, with the same meaning: (old key, old value) -> (new key, new value)
+RENAMED_OPTIONS = {("reference_free", True): ("reward_type", "simpo")}  # GammaPOConfig, renamed in f9dd64c
+
+
+def _renamed_keys(method_config: dict[str, Any]) -> dict[str, Any]:
+    config = {}
+    for key, value in method_config.get("config", {}).items():
+        new_key, new_value = RENAMED_OPTIONS.get((key, value), (key, value))
+        config[new_key] = new_value
+    return {**method_config, "config": config}
 
 
 def fill_reused(results: dict[str, Any], train_rows: list[dict]) -> None:
