@@ -46,11 +46,12 @@ TRAIN_CHECKS: dict[str, dict[str, Any]] = {
         cls="GammaPOTrainer", beta=2.5, gamma_beta_ratio=0.5, reward_type="simpo", mmpo_gamma=1.0
     ),
     # The knobs of issue 18: per-pair weights (a column WEIGHT_COLUMN, added below), ODPO offsets, MMPO's KTO weights.
-    # A knob added later is one more line here (or a `--check` on the command line), e.g. beta-DPO's config fields
+    # A knob added later is one more line here (or a `--check` on the command line)
     "mmpo_weights": dict(cls="MMPOTrainer", beta=0.1, weight_column="pair_weight"),
     "odpo": dict(cls="MMPOTrainer", beta=0.1, odpo_alpha=1.0, odpo_scaling="log"),
     "kto": dict(cls="KTOTrainer", beta=0.1),  # stock TRL, the baseline of the next one
     "mmpo_kto": dict(cls="MMPOKTOTrainer", beta=0.1, mmpo_gamma=1.0),
+    "beta_dpo": dict(cls="MMPOTrainer", beta=0.1, beta_dpo_alpha=6.0),  # the authors' a = 0.6 at beta 0.1
 }
 WEIGHT_COLUMN = "pair_weight"
 

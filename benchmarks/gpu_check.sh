@@ -8,8 +8,8 @@
 #      them (it has torch, transformers, accelerate, peft, but no TRL, datasets or deepspeed, and no network)
 #   2. a Qwen2-0.5B-shaped model with random weights, built locally (no hub there; random weights time like trained)
 #   3. gpu_check.py train: bf16 + SDPA `trainer.train()` of every knob: MMPOTrainer (MMPO, per-pair weights, ODPO
-#      offsets), GammaPOTrainer (DPO, SimPO, SimPO + MMPO), stock KTOTrainer and MMPOKTOTrainer. A knob from another
-#      branch (beta-DPO) is one line in gpu_check.py's TRAIN_CHECKS, or EXTRA_CHECKS="name=MMPOTrainer:field=value"
+#      offsets, beta-DPO), GammaPOTrainer (DPO, SimPO, SimPO + MMPO), stock KTOTrainer and MMPOKTOTrainer. A new
+#      knob is one line in gpu_check.py's TRAIN_CHECKS, or EXTRA_CHECKS="name=MMPOTrainer:field=value"
 #   4. the engines of tests/test_engines.py on one GPU, through `accelerate launch --config_file` with the recipes'
 #      own configs (recipes/accelerate_configs/): DeepSpeed ZeRO-2 and ZeRO-3 (skipped without deepspeed), FSDP2
 #   5. margin_solve.py on CPU and GPU (the gamma-PO margin solve and queue, microseconds per call)
@@ -46,8 +46,8 @@ RESULTS=${OUT:-benchmarks/results}
 mkdir -p "$RESULTS"
 PY=${PYTHON:-python3}
 BUDGET=${BUDGET:-340}
-KNOBS=mmpo,mmpo_weights,odpo,gamma_dpo,gamma_simpo,gamma_mmpo_simpo,kto,mmpo_kto
-ENGINE_KNOBS=${ENGINE_KNOBS:-gamma_dpo,mmpo_weights,odpo,mmpo_kto}
+KNOBS=mmpo,mmpo_weights,odpo,beta_dpo,gamma_dpo,gamma_simpo,gamma_mmpo_simpo,kto,mmpo_kto
+ENGINE_KNOBS=${ENGINE_KNOBS:-gamma_dpo,mmpo_weights,odpo,beta_dpo,mmpo_kto}
 MODEL_DIR=${MODEL_DIR:-/tmp/qwen2-0.5b-random}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -127,8 +127,9 @@ METHODS: dict[str, Method] = {
         {"mmpo_gamma": RM_MMPO_GAMMA, "negative_margins": "swap"},
         rows="rm_scores",
     ),
-    # beta-DPO goes here once its config fields land on MMPOConfig/GammaPOConfig (another branch): one entry,
-    # Method("beta-DPO", "mmpo", "dpo", "binary", {<its fields>}), and the same line in gpu_check.py's KNOB_CHECKS.
+    # beta-DPO with its authors' HH setting: a = 0.6 on the gap without beta0, i.e. beta_dpo_alpha = 0.6 / 0.1 on
+    # ours (which includes beta0); 80% of each batch of 8 kept (6 pairs)
+    "beta_dpo": Method("beta-DPO a=0.6", "mmpo", "dpo", "binary", {"beta_dpo_alpha": 0.6 / DPO_BETA}),
 }
 TRACKED_METHODS = ("dpo", "mmpo")  # evaluated during training, for the margins-over-training figure
 
