@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,7 +28,7 @@ from trl_margins.annotate import (
 from trl_margins.cli import main
 from trl_margins.errors import DataError, UsageError
 
-from .conftest import WORDS, make_preference_dataset
+from .conftest import WORDS, make_preference_dataset, subprocess_env
 
 
 def _completions(n: int = 7, k: int = 3, seed: int = 0) -> Dataset:
@@ -109,6 +112,29 @@ def test_two_ranks_merge_in_input_order_and_a_run_resumes(rm, tmp_path):
     # other settings can't reuse those shards
     with pytest.raises(UsageError, match="another annotate run.*max_length"):
         annotate(model, tokenizer, data, AnnotateConfig(config.output_dir, shard_size=2, max_length=8))
+
+
+def test_torchrun_with_two_processes_writes_the_one_process_output(tiny_rm_dir, tmp_path):
+    data = tmp_path / "completions.jsonl"
+    _completions(7, seed=5).to_json(data, lines=True)
+    argv = ["annotate", "--reward_model", tiny_rm_dir, "--dataset", str(data), "--shard_size", "2"]
+    assert main([*argv, "--output_dir", str(tmp_path / "one")]) == 0
+    env = subprocess_env(OMP_NUM_THREADS="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    with socket.socket() as probe:  # a free port: a fixed one fails while another run (or its TIME_WAIT) holds it
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    cmd = [*torchrun, "-m", "trl_margins.cli", *argv, "--output_dir", str(tmp_path / "two")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # rank 0 scored shards 0 and 2 of 4 and merged; rank 1 scored 1 and 3
+    assert "7 rows (completions)" in result.stdout and "2 shards scored here" in result.stdout
+    read = lambda d: [json.loads(x) for x in (tmp_path / d / "annotated.jsonl").read_text().splitlines()]  # noqa: E731
+    one, two = read("one"), read("two")
+    assert [r["prompt"] for r in two] == [r["prompt"] for r in one] == _completions(7, seed=5)["prompt"]
+    for a, b in zip(one, two):
+        assert b["all_rm_scores"] == pytest.approx(a["all_rm_scores"], abs=1e-6)
 
 
 def test_annotated_completions_feed_the_reward_annotated_adapter(rm, tmp_path):

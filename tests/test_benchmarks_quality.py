@@ -377,3 +377,38 @@ def test_stored_policy_runs_survive_the_stale_check_and_shards_with_more_seeds_m
     other = {**more, "config": {**more["config"], "sizes": {**more["config"]["sizes"], "steps": 12}}}
     with pytest.raises(ValueError, match="different configurations"):
         common.merge_results([stored, other])
+
+
+def test_rm_agreement_statistics_by_hand():
+    import torch
+    from rm_agreement import agreement
+
+    rm, human = torch.tensor([1.0, -1.0, 2.0, 2.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])
+    stats = agreement(rm, human)
+    assert stats["n"] == 4 and stats["sign_agreement"] == 0.75  # the second pair is ranked the wrong way
+    # Pearson: deviations rm (0, -2, 1, 1), human (-1.5, -0.5, 0.5, 1.5): 3 / sqrt(6 * 5)
+    assert stats["pearson"] == pytest.approx(3 / math.sqrt(30))
+    # Spearman: Pearson of the ranks, rm (2, 1, 3.5, 3.5) (a tie shares its ranks) and human (1, 2, 3, 4);
+    # deviations (-0.5, -1.5, 1, 1) and (-1.5, -0.5, 0.5, 1.5): 3.5 / sqrt(4.5 * 5)
+    assert stats["spearman"] == pytest.approx(3.5 / math.sqrt(4.5 * 5))
+
+
+def test_rm_agreement_scores_both_splits_through_annotate(tiny_rm_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    import rm_agreement
+
+    argv = ["--reward_model", tiny_rm_dir, "--max_samples", "6", "--rm_train_pairs", "2", "--out", str(tmp_path)]
+    results = rm_agreement.run([*argv, "--figures", str(tmp_path / "figures")])
+    assert results["test"]["n"] == 6 and results["train_seen_by_rm"]["n"] == 2
+    assert results["train_unseen_by_rm"]["n"] == 4
+    assert json.loads((tmp_path / "rm_agreement.json").read_text())["test"] == results["test"]
+    _check_pngs(tmp_path / "figures", [rm_agreement.PNG])
+    rows = [json.loads(line) for line in (tmp_path / "rm_annotated_train.jsonl").read_text().splitlines()]
+    shipped = common.select_pairs("train", None)[:6]
+    # the shipped prompt (no trailing newline), the RM's scores under the names MMPO reads, the raters' beside them
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [
+        (s["prompt"], s["chosen"], s["rejected"]) for s in shipped
+    ]
+    assert [r["human_score_chosen"] for r in rows] == [s["score_chosen"] for s in shipped]
+    assert all(isinstance(r["score_chosen"], float) for r in rows)
+    assert [r["in_rm_training"] for r in rows] == [True, True, False, False, False, False]

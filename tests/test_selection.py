@@ -60,3 +60,21 @@ def test_cli_select_writes_the_kept_pairs(tmp_path, capsys):
     assert "kept 2 of 3 pairs, dropped 1" in capsys.readouterr().out
     assert main(["select", "--dataset", str(data), "--output", str(out)]) == 2
     assert "one rule" in capsys.readouterr().err
+
+
+def test_cli_select_pairs_annotated_completions_first(tmp_path, capsys):
+    data = tmp_path / "annotated.jsonl"
+    rows = [
+        {"prompt": "a", "all_generated_responses": ["x", "y", "z"], "all_rm_scores": [0.0, 2.0, -1.0]},  # margin 3
+        {"prompt": "b", "all_generated_responses": ["x", "y"], "all_rm_scores": [1.0, 1.0]},  # a tie: skipped
+        {"prompt": "c", "all_generated_responses": ["x", "y"], "all_rm_scores": [0.0, 0.5]},  # margin 0.5
+    ]
+    Dataset.from_list(rows).to_json(data, lines=True)
+    out = tmp_path / "kept.jsonl"
+    argv = ["select", "--dataset", str(data), "--dataset_adapter", "reward_annotated", "--output", str(out)]
+    assert main([*argv, "--min_margin", "1"]) == 0
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(k["prompt"][0]["content"], k["chosen"][0]["content"], k["rejected"][0]["content"]) for k in kept] == [
+        ("a", "y", "z")
+    ]  # best vs worst, as chat turns (the completions were sampled with the chat template)
+    assert "kept 1 of 2 pairs, dropped 1" in capsys.readouterr().out

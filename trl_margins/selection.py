@@ -11,8 +11,10 @@
   the dataset (population std), mean token log-probs under the policy to be trained; the top ``keep_fraction``
   (``int(fraction * n)`` pairs) are kept. The explicit margin is the reward model's (score difference).
 
-Every removal is counted and logged. DCRM and "Less is More"'s dual margin are not here: no exact definition of
-either was found to implement.
+Every removal is counted and logged. DCRM (Huang & Goyal, arXiv 2506.14157) and "Less is More"'s dual-margin
+selection (Deng et al., arXiv 2502.14560) are not here: neither paper's method section nor the authors' code was
+found, only abstracts and third-party summaries that name the ingredients (a response distance and a reward margin;
+an external and an implicit DPO margin) without the exact formula and its constants.
 
 Imports torch, `datasets`, `margins` and `errors`: no trainer, no command line.
 """

