@@ -14,7 +14,8 @@
 #
 # The trainer tests are every file that trains, builds a trainer or config, or scores through TRL's DPO/reward
 # internals, which is where the releases differ: the knobs-off-equals-stock and knobs-on parity tests, the four
-# trainers (KTO's included: MMPOKTOTrainer sets TRL's KTO weights per sample), the README snippets, the example
+# trainers (KTO's included: MMPOKTOTrainer sets TRL's KTO weights per sample), beta-DPO (its filter and batch beta
+# act in MMPOTrainer's loss hook, its state in TRL's checkpoints), the README snippets, the example
 # scripts and the `trl-margins` commands with the recipes (the same script trains on each release, through TRL's
 # configs and argument parser), the policy scoring of `trl_margins.rewards_extraction` (test_evaluation,
 # test_evaluate_cli), and the compat layer itself. Left out of the older legs, because they exercise no TRL trainer,
@@ -34,7 +35,7 @@ OLDER=(1.9 1.12 1.14)
 TRAINER_TESTS=(
     tests/test_parity.py tests/test_mmpo_trainer.py tests/test_gamma_po.py tests/test_reward.py tests/test_readme.py
     tests/test_examples.py tests/test_cli.py tests/test_recipes.py tests/test_evaluation.py tests/test_evaluate_cli.py
-    tests/test_trl_compat.py tests/test_kto.py
+    tests/test_trl_compat.py tests/test_kto.py tests/test_beta_dpo.py
 )
 VENV_ROOT=${TRL_MATRIX_VENVS:-$(mktemp -d)}
 
