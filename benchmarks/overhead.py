@@ -358,7 +358,8 @@ def _machine_busy_seconds() -> float:
 
 def _margin_work_us(trainer, opts: Options, calls: int = 200) -> float | None:
     """Microseconds per step of the work a margin variant adds to its control: `target_margins` (sample, solve, push)
-    for gamma-PO, `target_probs` for MMPO. Timed in the trainer itself, so it includes the gather and the metrics."""
+    for gamma-PO, `beta_dpo_scale` for beta-DPO, `target_probs` for MMPO. Timed in the trainer itself, so it includes
+    the gather and the metrics."""
     from trl_margins import GammaPOTrainer, MMPOTrainer
 
     gaps = torch.randn(opts.batch_size, device=opts.device)
@@ -366,6 +367,10 @@ def _margin_work_us(trainer, opts: Options, calls: int = 200) -> float | None:
 
         def work() -> None:
             trainer.target_margins(gaps, "train")
+    elif isinstance(trainer, MMPOTrainer) and getattr(trainer.args, "beta_dpo_alpha", None) is not None:
+
+        def work() -> None:  # gather, filter draw, batch beta, moving-average update
+            trainer.beta_dpo_scale(gaps, "train")
     elif isinstance(trainer, MMPOTrainer) and trainer.args.mmpo_gamma is not None:
         margins = torch.rand(opts.batch_size, device=opts.device)
 

@@ -54,7 +54,7 @@ def test_overhead_quick_times_every_trainer(quick_report):
             assert ratio["against"] == other and ratio["median"] > 0 and ratio["ratio_of_medians"] > 0
             assert ratio["ci95"][0] <= ratio["median"] <= ratio["ci95"][1]
             assert ratio["goal_le_1.01"] in {"met", "not met", "inconclusive"}
-        margin_variant = name in ("mmpo", "gamma_dpo", "gamma_simpo")
+        margin_variant = name in ("mmpo", "gamma_dpo", "gamma_simpo", "beta_dpo")
         assert (v["margin_work_us"] is not None) == margin_variant
         if margin_variant:
             assert v["margin_work_us"] > 0 and v["margin_work_share_of_step"] > 0
