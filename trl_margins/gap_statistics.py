@@ -6,12 +6,15 @@ gathered gaps, so all ranks hold the same statistics and draw the same mask), ke
 never waits for the host), updated in training only, and saved in checkpoints and restored on resume, generator
 included, so that a resumed run continues the uninterrupted one.
 
-Pure torch, imports nothing of this package: no trainer (the trainer saves and restores it).
+Pure torch, imports only the queue's `DeviceGenerator` of this package: no trainer (the trainer saves and restores
+it).
 """
 
 from __future__ import annotations
 
 import torch
+
+from .margin_queue import DeviceGenerator
 
 __all__ = ["GapStatistics", "GAP_STATE_FILE"]
 
@@ -36,23 +39,19 @@ class GapStatistics:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum}.")
         self.momentum = momentum
-        self.seed = seed
         self.updates = 0
         self.mean = torch.zeros(())
         self.std = torch.zeros(())
-        self._generator: torch.Generator | None = None
-        self._generator_state: torch.Tensor | None = None  # restored, waiting for the device of the next draw
+        self._rng = DeviceGenerator(seed)
+
+    @property
+    def seed(self) -> int:
+        return self._rng.seed
 
     def _to(self, device: torch.device) -> None:
         if self.mean.device != device:
             self.mean, self.std = self.mean.to(device), self.std.to(device)
-        if self._generator is None or self._generator.device != device:
-            state = self._generator.get_state() if self._generator is not None else self._generator_state
-            self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self.seed)
-            if state is not None:
-                self._generator.set_state(state)
-            self._generator_state = None
+        self._rng.on(device)
 
     @torch.no_grad()
     def update(self, gaps: torch.Tensor) -> None:
@@ -71,22 +70,18 @@ class GapStatistics:
     def generator(self, device: torch.device | str, advance: bool = True) -> torch.Generator:
         """The filter's generator on ``device``. With ``advance=False`` a copy: a draw from it (evaluation) leaves the
         draws of later training steps unchanged."""
-        self._to(torch.device(device))
-        if advance:
-            return self._generator
-        copy = torch.Generator(device=self._generator.device)
-        copy.set_state(self._generator.get_state())
-        return copy
+        device = torch.device(device)
+        self._to(device)
+        return self._rng.on(device, advance)
 
     def state_dict(self) -> dict:
-        generator = self._generator.get_state() if self._generator is not None else self._generator_state
         return {
             "momentum": self.momentum,
             "seed": self.seed,
             "updates": self.updates,
             "mean": self.mean.detach().cpu().clone(),
             "std": self.std.detach().cpu().clone(),
-            "generator": generator,
+            "generator": self._rng.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -95,7 +90,7 @@ class GapStatistics:
                 f"The saved beta-DPO statistics have momentum {state['momentum']} but this run {self.momentum}: "
                 "resume with the same `beta_dpo_momentum`."
             )
-        self.seed, self.updates = state["seed"], state["updates"]
+        self.updates = state["updates"]
         # On the host until the next update or draw places them (and the generator) on the training device
         self.mean, self.std = state["mean"].float().clone(), state["std"].float().clone()
-        self._generator, self._generator_state = None, state["generator"]
+        self._rng.set_state(state["seed"], state["generator"])

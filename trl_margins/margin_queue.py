@@ -13,10 +13,45 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["MarginQueue", "QUEUE_STATE_FILE"]
+__all__ = ["MarginQueue", "QUEUE_STATE_FILE", "DeviceGenerator"]
 
 QUEUE_STATE_FILE = "margin_queue.pt"
 """File name of the queue state inside a checkpoint folder."""
+
+
+class DeviceGenerator:
+    """A seeded generator that lives on the device of the draws it serves: created there on first use, moved with its
+    state when that device changes, and restorable from a checkpoint's state before it has a device (a resume loads
+    on the host, the next draw places it). Shared by gamma-PO's queue and beta-DPO's statistics."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._pending_state: torch.Tensor | None = None  # restored, waiting for the device of the next draw
+
+    def on(self, device: torch.device | str, advance: bool = True) -> torch.Generator:
+        """The generator on ``device``. With ``advance=False`` a copy: a draw from it (evaluation) leaves the draws
+        of later training steps unchanged."""
+        device = torch.device(device)
+        if self._generator is None or self._generator.device != device:
+            state = self.get_state()
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed)
+            if state is not None:
+                self._generator.set_state(state)
+            self._pending_state = None
+        if advance:
+            return self._generator
+        copy = torch.Generator(device=device)
+        copy.set_state(self._generator.get_state())
+        return copy
+
+    def get_state(self) -> torch.Tensor | None:
+        """The generator's state, or None before its first draw (then it starts from ``seed``)."""
+        return self._generator.get_state() if self._generator is not None else self._pending_state
+
+    def set_state(self, seed: int, state: torch.Tensor | None) -> None:
+        self.seed, self._generator, self._pending_state = seed, None, state
 
 
 class MarginQueue:
@@ -32,31 +67,24 @@ class MarginQueue:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}.")
         self.capacity = capacity
-        self.seed = seed
         self.size = 0  # valid entries
         self.position = 0  # next write index
         self._buffer: torch.Tensor | None = None
-        self._generator: torch.Generator | None = None
-        self._pending_generator_state: torch.Tensor | None = None
+        self._rng = DeviceGenerator(seed)
         if device is not None:
-            self._allocate(torch.device(device))
+            self._ensure_on(torch.device(device))
 
-    def _allocate(self, device: torch.device) -> None:
-        buffer = torch.zeros(self.capacity, dtype=torch.float32, device=device)
-        if self._buffer is not None:
-            buffer.copy_(self._buffer)
-        self._buffer = buffer
-        self._generator = torch.Generator(device=device)
-        self._generator.manual_seed(self.seed)
-        if self._pending_generator_state is not None:
-            self._generator.set_state(self._pending_generator_state)
-            self._pending_generator_state = None
+    @property
+    def seed(self) -> int:
+        return self._rng.seed
 
     def _ensure_on(self, device: torch.device) -> None:
-        if self._buffer is None or self._generator is None or self._buffer.device != device:
-            if self._generator is not None:
-                self._pending_generator_state = self._generator.get_state()
-            self._allocate(device)
+        if self._buffer is None or self._buffer.device != device:
+            buffer = torch.zeros(self.capacity, dtype=torch.float32, device=device)
+            if self._buffer is not None:
+                buffer.copy_(self._buffer)
+            self._buffer = buffer
+        self._rng.on(device)  # the generator follows the buffer (its state is kept across a move)
 
     def __len__(self) -> int:
         return self.size
@@ -105,23 +133,19 @@ class MarginQueue:
         k = min(n, self.size)
         if k <= 0:
             return torch.zeros(0, device=self._buffer.device)
-        generator = self._generator
-        if not advance:
-            generator = torch.Generator(device=self._buffer.device)
-            generator.set_state(self._generator.get_state())
+        generator = self._rng.on(self._buffer.device, advance)
         index = torch.randperm(self.size, generator=generator, device=self._buffer.device)[:k]
         # While filling, the valid entries are the first `size` slots; once full, all of them
         return self._buffer[index]
 
     def state_dict(self) -> dict:
-        generator_state = self._generator.get_state() if self._generator is not None else self._pending_generator_state
         return {
             "capacity": self.capacity,
             "seed": self.seed,
             "size": self.size,
             "position": self.position,
             "buffer": torch.zeros(self.capacity) if self._buffer is None else self._buffer.detach().cpu().clone(),
-            "generator": generator_state,
+            "generator": self._rng.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -130,8 +154,7 @@ class MarginQueue:
                 f"The saved margin queue holds {state['capacity']} entries but this one {self.capacity}: resume with "
                 "the same `margin_queue_size`."
             )
-        self.seed, self.size, self.position = state["seed"], state["size"], state["position"]
+        self.size, self.position = state["size"], state["position"]
         # Kept on the host until the next push or sample places buffer and generator on the training device
         self._buffer = state["buffer"].detach().float().cpu().clone()
-        self._generator = None
-        self._pending_generator_state = state["generator"]
+        self._rng.set_state(state["seed"], state["generator"])
