@@ -92,12 +92,9 @@ def _dataset(spec: dict[str, Any], n: int, kto: bool):
 
     rows = load_vader_preferences("train").select(range(n)).to_list()
     if kto:
-        samples = [
-            {"prompt": r["prompt"], "completion": r[side], "label": side == "chosen", "score": r[f"score_{side}"]}
-            for r in rows[: (n + 1) // 2]
-            for side in ("chosen", "rejected")
-        ]
-        return Dataset.from_list(samples[:n])
+        from trl_margins.kto import unpair_preferences
+
+        return unpair_preferences(Dataset.from_list(rows[: (n + 1) // 2])).select(range(n))
     if spec.get("weight_column"):
         raw = [abs(2 * r["human_pref_prob"] - 1) for r in rows]
         rows = [{**r, spec["weight_column"]: w * len(raw) / sum(raw)} for r, w in zip(rows, raw)]

@@ -185,6 +185,7 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOKTOConfig, MMPOKTOTrainer, MMPOTrainer
+    from trl_margins.kto import unpair_preferences
 
     # DPOTrainer patches `model.forward` with its fused LM head, wrapping whatever forward it finds: drop an earlier
     # trainer's patch so that every trainer sharing the models starts from the model's own forward.
@@ -204,7 +205,7 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
             cls, args = KTOTrainer, KTOConfig(**kto)
         else:
             cls, args = MMPOKTOTrainer, MMPOKTOConfig(**kto, mmpo_gamma=None if name == "kto_ours" else 1.0)
-        return cls(model, ref_model, args=args, train_dataset=unpaired(dataset), processing_class=tokenizer)
+        return cls(model, ref_model, args=args, train_dataset=unpair_preferences(dataset), processing_class=tokenizer)
     cls, args, ref = {
         "dpo": (DPOTrainer, lambda: DPOConfig(**common, loss_type=["sigmoid"], beta=DPO_BETA), ref_model),
         "dpo_again": (DPOTrainer, lambda: DPOConfig(**common, loss_type=["sigmoid"], beta=DPO_BETA), ref_model),
@@ -219,18 +220,6 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
             **common, **simpo, gamma_beta_ratio=SIMPO_GAMMA_BETA_RATIO, **gamma), None),
     }[name]  # fmt: skip
     return cls(model, ref, args=args(), train_dataset=dataset, processing_class=tokenizer)
-
-
-def unpaired(pairs):
-    """KTO's unpaired rows from preference pairs: the chosen sentence desirable, the rejected one undesirable, each
-    with its mean rating as the score."""
-    from datasets import Dataset
-
-    rows = []
-    for r in pairs:
-        rows.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True, "score": r["score_chosen"]})
-        rows.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False, "score": r["score_rejected"]})
-    return Dataset.from_list(rows)
 
 
 def collate_batches(trainer, opts: Options) -> tuple[list[dict[str, Any]], float]:
