@@ -46,7 +46,6 @@ from policy_eval import (
     NOVEL_PROMPTS,
     SHIPPED_PROMPTS,
     ReferenceLogps,
-    chat_prompt,
     conversational,
     generation_eval,
     preference_eval,
@@ -183,20 +182,6 @@ def rm_scores(rows: list[dict], annotations: Path) -> list[dict]:
 ROW_TRANSFORMS = {"confidence_weights": confidence_weights, "rm_scores": rm_scores}
 
 
-def unpaired(rows: list[dict], scored: bool) -> list[dict]:
-    """KTO's data from pairs: a desirable (chosen) and an undesirable (rejected) sample per pair, in pair order, with
-    each sentence's score for MMPO-KTO."""
-    samples = []
-    for r in rows:
-        for side, label in (("chosen", True), ("rejected", False)):
-            sample = {"prompt": chat_prompt(r["prompt"]), "completion": [{"role": "assistant", "content": r[side]}]}
-            sample["label"] = label
-            if scored:
-                sample["score"] = r[f"score_{side}"]
-            samples.append(sample)
-    return samples
-
-
 @dataclass
 class Sizes:
     train_pairs: int = 96
@@ -271,6 +256,8 @@ def train_policy(
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
+    from trl_margins.kto import unpair_preferences
+
     trainer_cls, config_cls = trainer_classes()[method.trainer]
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
@@ -280,7 +267,8 @@ def train_policy(
     # KTO's reference is the base model through the disabled adapter (TRL's precomputed columns are DPO's)
     uses_reference = method.reward == "dpo" and not kto
     if kto:
-        train_data = unpaired(rows, scored=method.trainer == "mmpo_kto")
+        # one desirable + one undesirable row per pair, each with its sentence's score where the rows are scored
+        train_data = unpair_preferences(Dataset.from_list([conversational(r) for r in rows])).to_list()
         track_rows = None
     elif uses_reference:
         train_data = [conversational(r) for r in reference.attach(rows)]
