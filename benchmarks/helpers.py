@@ -46,7 +46,7 @@ def build_random_model(path: str | os.PathLike, preset: str = "qwen2-0.5b", toke
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from trl_margins.assets import load_vader_sentences
+    from trl_margins.data.assets import load_vader_sentences
 
     config_kwargs = RANDOM_PRESETS[preset]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

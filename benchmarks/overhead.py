@@ -130,7 +130,7 @@ def resolve_model(spec: str, work_dir: str) -> str:
     """`smollm2` (the package's SmolLM2-135M asset), `tiny` (the test suite's 2-layer model), `random:<preset>` (see
     `RANDOM_PRESETS`), or a local checkpoint folder."""
     if spec == "smollm2":
-        from trl_margins.assets import smollm2_path
+        from trl_margins.data.assets import smollm2_path
 
         return smollm2_path()
     if spec == "tiny":
@@ -185,7 +185,7 @@ def _make_trainer(name: str, model, ref_model, tokenizer, dataset, opts: Options
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     from trl_margins import GammaPOConfig, GammaPOTrainer, MMPOConfig, MMPOKTOConfig, MMPOKTOTrainer, MMPOTrainer
-    from trl_margins.kto import unpair_preferences
+    from trl_margins.data.formatting import unpair_preferences
 
     # DPOTrainer patches `model.forward` with its fused LM head, wrapping whatever forward it finds: drop an earlier
     # trainer's patch so that every trainer sharing the models starts from the model's own forward.
@@ -255,7 +255,7 @@ def timed_step(trainer, optimizer: torch.optim.Optimizer, batch: dict[str, Any],
 def load_inputs(opts: Options, model_path: str):
     from transformers import AutoTokenizer
 
-    from trl_margins.assets import load_vader_preferences
+    from trl_margins.data.assets import load_vader_preferences
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:

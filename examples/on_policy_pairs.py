@@ -34,9 +34,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from trl_margins.assets import BUNDLED_DATASET, BUNDLED_MODEL
 from trl_margins.cli import main as cli_main
 from trl_margins.cli import train_main
+from trl_margins.data.assets import BUNDLED_DATASET, BUNDLED_MODEL
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -1,4 +1,5 @@
-"""Build the shipped VADER preference dataset (``trl_margins/resources/vader/``) from the vaderSentiment 3.3.2 sdist.
+"""Build the shipped VADER preference dataset (``trl_margins/data/resources/vader/``) from the vaderSentiment
+3.3.2 sdist.
 
 The sdist (MIT) carries ``additional_resources/hutto_ICWSM_2014.tar.gz``: ~23,700 real sentences (tweets, movie
 reviews, Amazon product reviews, NYT editorial snippets), each rated for sentiment on -4..+4 by 20 or more people,
@@ -37,7 +38,7 @@ from pathlib import Path
 SDIST_NAME = "vaderSentiment-3.3.2"
 INNER_ARCHIVE = f"{SDIST_NAME}/additional_resources/hutto_ICWSM_2014.tar.gz"
 LICENSE_MEMBER = f"{SDIST_NAME}/LICENSE.txt"
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "trl_margins" / "resources" / "vader"
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "trl_margins" / "data" / "resources" / "vader"
 
 # File prefix in the ICWSM archive -> (our source name, prompt). Every prompt asks for POSITIVE sentiment, so the
 # sentence the raters found more positive is the better answer to it.
@@ -272,7 +273,7 @@ def render_readme(
     return f"""# VADER human sentiment ratings as preference pairs
 
 Real sentences with real human ratings, shipped with `trl_margins` for the offline examples and tests. Load them with
-`trl_margins.assets.load_vader_preferences(split)` and `trl_margins.assets.load_vader_sentences()`.
+`trl_margins.data.assets.load_vader_preferences(split)` and `trl_margins.data.assets.load_vader_sentences()`.
 
 ## Source
 

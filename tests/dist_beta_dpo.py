@@ -8,7 +8,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.conftest import base_args, make_preference_dataset  # noqa: E402
+from tests.helpers import base_args, make_preference_dataset  # noqa: E402
 from trl_margins import MMPOConfig, MMPOTrainer  # noqa: E402
 
 

@@ -31,7 +31,7 @@ def _world_size() -> int:
 
 
 def _args(config_class, out_dir: str, micro_batches: int = 1, **overrides):
-    from tests.conftest import base_args
+    from tests.helpers import base_args
 
     per_device, remainder = divmod(GLOBAL_BATCH // micro_batches, _world_size())
     assert remainder == 0, f"a global batch of {GLOBAL_BATCH} does not split over {_world_size()} processes"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 REPO = Path(__file__).resolve().parent.parent
 QUALITY = REPO / "benchmarks" / "quality"

@@ -20,7 +20,8 @@ import pytest
 import torch
 import yaml
 
-from .conftest import build_tiny_model, make_preference_dataset, subprocess_env
+from tests.helpers import build_tiny_model, make_preference_dataset, subprocess_env
+
 from .engine_run import GLOBAL_BATCH, MAX_STEPS, POLICY_DIR, REF_DIR, REWARD_DIR, SAVE_STEP, SCENARIOS
 
 REPO = Path(__file__).resolve().parent.parent

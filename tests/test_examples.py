@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_preference_dataset
+from tests.helpers import make_preference_dataset
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

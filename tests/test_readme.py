@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from .conftest import make_preference_dataset
+from tests.helpers import make_preference_dataset
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 HUB_MODELS = ("my-org/gemma-2b-sft", "meta-llama/Meta-Llama-3-8B-Instruct")

@@ -1,17 +1,25 @@
-"""trl-margins: margin-aware preference optimization for Hugging Face TRL (MMPO and gamma-PO)."""
+"""trl-margins: margin-aware preference optimization for Hugging Face TRL (MMPO, gamma-PO and the margin family).
 
-from ._version_check import check_trl_version
+The trainers replace TRL's by changing one import; `trl_margins.losses` holds the formulas.
+"""
 
-check_trl_version()
+from importlib.metadata import version
 
-from .config import GammaPOConfig, MMPOConfig, MMPOKTOConfig, MMPORewardConfig  # noqa: E402
-from .dpo import MMPOTrainer  # noqa: E402
-from .fitting import fit_gamma  # noqa: E402
-from .gamma_po import GammaPOTrainer  # noqa: E402
-from .kto import MMPOKTOTrainer  # noqa: E402
-from .reward import MMPORewardTrainer  # noqa: E402
+# First: it checks the installed TRL release before anything imports TRL
+from . import _compat  # noqa: F401, I001
+from .pairs.fit_gamma import fit_gamma  # noqa: E402
+from .trainers import (  # noqa: E402
+    GammaPOConfig,
+    GammaPOTrainer,
+    MMPOConfig,
+    MMPOKTOConfig,
+    MMPOKTOTrainer,
+    MMPORewardConfig,
+    MMPORewardTrainer,
+    MMPOTrainer,
+)
 
-__version__ = "0.1.0"
+__version__ = version("trl-margins")
 
 __all__ = [
     "GammaPOConfig",

@@ -1,15 +1,18 @@
 """The formulas, as pure torch functions (no trainer imports).
 
-Every loss in this package is one expression, ``soft_target_loss(z - gamma_i, p_i)``: ``z`` is the reward gap of a
-pair, ``p_i`` its target preference probability (MMPO) and ``gamma_i`` its target margin (gamma-PO). See
-``DESIGN.md`` ("One loss, orthogonal knobs").
+Every loss in this package is one expression, ``w_i * soft_target_loss(z_i - gamma_i, p_i)``: ``z_i`` is the reward
+gap of a pair, ``p_i`` its target preference probability (MMPO), ``gamma_i`` its target margin (gamma-PO's dynamic
+margins, or ODPO's offsets) and ``w_i`` its weight. The documentation's "Concepts" page lays the knobs out.
 
 Papers:
-    * MMPO: Kim et al., "Margin Matching Preference Optimization", Section 3.2.
-    * gamma-PO: "Robust Preference Optimization via Dynamic Target Margins", Section 3 and Appendix C.
-    * ODPO: Amini, Vieira and Cotterell, "Direct Preference Optimization with an Offset" (arXiv 2402.10571).
-    * beta-DPO: Wu et al., "beta-DPO: Direct Preference Optimization with Dynamic beta" (NeurIPS 2024, arXiv
-      2407.08639), Section 4 (batch-level dynamic beta, beta-guided data filtering).
+    * MMPO: Kim et al., "Margin Matching Preference Optimization: Enhanced Model Alignment with Granular Feedback"
+      (Findings of EMNLP 2024, https://arxiv.org/abs/2410.03145), Section 3.2 and Appendix B.
+    * gamma-PO: Sun et al., "Robust Preference Optimization via Dynamic Target Margins" (Findings of ACL 2025,
+      https://arxiv.org/abs/2506.03690), Section 3 and Appendix C.
+    * ODPO: Amini, Vieira and Cotterell, "Direct Preference Optimization with an Offset"
+      (https://arxiv.org/abs/2402.10571), Section 3.
+    * beta-DPO: Wu et al., "beta-DPO: Direct Preference Optimization with Dynamic beta" (NeurIPS 2024,
+      https://arxiv.org/abs/2407.08639), Section 4 (batch-level dynamic beta, beta-guided data filtering).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "REWARD_TYPES",
     "soft_target_probs",
     "soft_target_loss",
     "dynamic_target_margins",
     "default_step_size",
     "weighted_pair_mean",
+    "wpo_weights",
     "score_offsets",
     "OFFSET_SCALINGS",
     "kto_sample_weights",
@@ -33,6 +38,10 @@ __all__ = [
     "beta_guided_keep_mask",
     "dynamic_beta",
 ]
+
+REWARD_TYPES = ("dpo", "simpo")
+"""What the reward gap ``z`` of a policy is built from (the trainers' ``reward_type``): DPO's implicit reward
+``beta * log pi/pi_ref(y)``, or SimPO's length-normalised, reference-free ``beta / |y| * log pi(y)``."""
 
 OFFSET_SCALINGS = ("log", "identity")
 """The scaling functions `f` of ODPO's offset `alpha * f(score_w - score_l)`: the paper's `log`, or none."""
@@ -82,7 +91,7 @@ def soft_target_loss(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.
 
 def weighted_pair_mean(per_pair_loss: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """The batch loss from per-pair losses and pair weights: ``mean_i(w_i * loss_i)`` (the ``w_i`` knob of the one
-    loss, ``DESIGN.md``), the plain mean without weights.
+    loss), the plain mean without weights.
 
     Normalised by the number of pairs ``B``, not by ``sum_i w_i``: the same reduction as TRL's DPO loss and its WPO
     weights (``(losses * weights).mean()``), and the one that composes with gradient accumulation and data
@@ -93,11 +102,31 @@ def weighted_pair_mean(per_pair_loss: torch.Tensor, weights: torch.Tensor | None
 
     Args:
         per_pair_loss: ``[B]`` per-pair losses.
-        weights: ``[B]`` weights ``>= 0`` (validated on the dataset, `margins.add_weight_column`), or None.
+        weights: ``[B]`` weights ``>= 0`` (validated on the dataset by
+            `trl_margins.data.margins.add_weight_column`), or None.
     """
     if weights is None:
         return per_pair_loss.mean()
     return (per_pair_loss * weights.to(per_pair_loss.device)).mean()
+
+
+@torch.no_grad()
+def wpo_weights(per_token_logps: torch.Tensor, log_sum_sq_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """WPO's pair weight (Zhou et al., https://arxiv.org/abs/2406.11827, Eq. 2), as TRL's `DPOTrainer` computes it:
+    per completion ``exp(mean over its tokens of log p(y_t) - log sum_v p(v)^2)``, the chosen one's times the
+    rejected one's, without gradient. (The authors' code, wzhouad/WPO@a1044581:scripts/run_wpo.py, also clamps the
+    weight at 1; TRL does not, and neither does this.)
+
+    Args:
+        per_token_logps: ``[2B, T]`` log-probs of the completion tokens (0 elsewhere), chosen rows then rejected.
+        log_sum_sq_probs: ``[2B, >= T]`` ``log sum_v p(v)^2`` per position; the last ``T`` are used.
+        mask: ``[2B, T]`` completion mask.
+    """
+    seq_len = mask.size(1)
+    aligned_logps = (per_token_logps - log_sum_sq_probs[:, -seq_len:]) * mask
+    weights = torch.exp(aligned_logps.sum(dim=1) / mask.sum(dim=1).clamp_min(1))
+    chosen_weights, rejected_weights = weights.chunk(2, dim=0)
+    return chosen_weights * rejected_weights
 
 
 def score_offsets(margins: torch.Tensor, alpha: float, scaling: str = "log") -> torch.Tensor:
@@ -107,7 +136,7 @@ def score_offsets(margins: torch.Tensor, alpha: float, scaling: str = "log") -> 
     ``-log sigmoid(z - delta_i)``, ``z`` being DPO's reward gap ``beta * (log pi/pi_ref(y_w) - log pi/pi_ref(y_l))``:
     the chosen response must win by more than the offset, which grows with how much better it scored. The offset is
     ``delta_i = alpha * f(score(y_w) - score(y_l))`` with ``f`` monotone increasing; the paper's experiments use
-    ``f = log`` (``"log"``), as its code does (``rycolab/odpo``, ``trainers.py``, ``preference_loss``:
+    ``f = log`` (``"log"``), as its code does (rycolab/odpo@6152f67c:trainers.py, ``preference_loss``:
     ``margin = log(chosen_rewards - rejected_rewards)``, ``-logsigmoid(beta * logits - alpha * margin)``), and its
     ablation compares it with other scalings; ``"identity"`` gives ``alpha * (score_w - score_l)``. The offset is not
     multiplied by ``beta``. With ``f = log`` a score difference below 1 gives a negative offset, as published.
@@ -142,10 +171,12 @@ def kto_sample_weights(scores: torch.Tensor, desirable: torch.Tensor, median: fl
 
         desirable: ``sigmoid(gamma * (s - s_med))``;   undesirable: ``sigmoid(gamma * (s_med - s))``.
 
-    The appendix gives the desirable form ("a sigmoid function [of] the difference between the sample's score and
-    the median score"); the undesirable one is its mirror image, the probability that a median sample beats it, so
-    the worse an undesirable sample, the more it weighs. They multiply KTO's ``desirable_weight`` /
-    ``undesirable_weight``. ``gamma = 0`` gives 0.5 everywhere.
+    The appendix describes one rule for every sample, label aside ("a sigmoid function [of] the difference between
+    the sample's score and the median score"), which is the desirable form here. The undesirable form is this
+    package's choice, not the paper's: its mirror image, the probability that a median sample beats it, so that the
+    worse an undesirable sample, the more it weighs (the appendix's rule, applied as written, would weigh the worst
+    undesirable samples least). They multiply KTO's ``desirable_weight`` / ``undesirable_weight``. ``gamma = 0``
+    gives 0.5 everywhere.
 
     Args:
         scores: ``[N]`` scores. desirable: ``[N]`` booleans (KTO's ``label``). median: ``s_med``, the training set's.
@@ -237,11 +268,12 @@ def dynamic_beta(
     larger gap than usual (an easy or mislabelled batch) raises beta (a more conservative update), a smaller one
     lowers it.
 
-    How the whole method (this function, `beta_guided_keep_mask`, `gap_statistics.GapStatistics` and
+    How the whole method (this function, `beta_guided_keep_mask`, `trl_margins.state.GapStatistics` and
     `MMPOTrainer.beta_dpo_scale`) compares with the paper and the two published codes, the beta-DPO authors'
-    (``junkangwu/beta-DPO``, ``trainers.py``: ``preference_loss`` with ``mode_loss="beta_DPO"``,
-    ``update_and_sync_tensor_mean``, ``get_batch_metrics``) and the gamma-PO authors' (``sunjie279/gammaPO``,
-    ``scripts/xpo_trainer.py``: ``xpo_loss`` with ``loss_type="b-dpo"``, ``get_batch_loss_metrics``):
+    (junkangwu/beta-DPO@16290473:trainers.py: ``preference_loss`` with ``mode_loss="beta_DPO"``,
+    ``update_and_sync_tensor_mean``, ``get_batch_metrics``) and the gamma-PO authors' re-implementation of it
+    (sunjie279/gammaPO@4f2e09c1:scripts/xpo_trainer.py: ``xpo_loss`` with ``loss_type="b-dpo"``,
+    ``get_batch_loss_metrics``):
 
     - the gap ``M_i``: the paper's and gamma-PO's code: ``beta0 * (log pi/pi_ref(y_w) - log pi/pi_ref(y_l))``, the
       implicit reward gap, reference included; the authors' code: the same without ``beta0`` (only ``alpha``'s
@@ -285,7 +317,9 @@ def dynamic_target_margins(
     num_iters: int = 20,
     step_size: float | None = None,
 ) -> torch.Tensor:
-    """Per-pair target margins ``gamma_i`` of gamma-PO (Appendix C, Eqs. 22-24).
+    """Per-pair target margins ``gamma_i`` of gamma-PO (https://arxiv.org/abs/2506.03690, Appendix C, Eqs. 22-24;
+    the authors' code: sunjie279/gammaPO@4f2e09c1:scripts/xpo_trainer.py, ``get_gamma_dq``, which returns
+    ``gamma_i - gamma0``).
 
     ``p`` is a distribution over the ``n = m_n`` reward gaps, starting uniform. Each of ``num_iters`` mirror-descent
     (multiplicative-weights) iterations computes the gradient of Eq. 23,

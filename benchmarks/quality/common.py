@@ -67,7 +67,7 @@ class LabelledPairs:
 
 def load_ratings() -> dict[str, list[int]]:
     """Raw integer ratings of every VADER sentence, by id."""
-    from trl_margins.assets import load_vader_sentences
+    from trl_margins.data.assets import load_vader_sentences
 
     sentences = load_vader_sentences()
     return dict(zip(sentences["id"], sentences["ratings"]))
@@ -76,7 +76,7 @@ def load_ratings() -> dict[str, list[int]]:
 def select_pairs(split: str, n: int | None, seed: int = 0) -> list[Row]:
     """A fixed random subset of the shipped pairs (all of them with ``n=None``); the same for every method and seed,
     so that the seeds measure training randomness and label noise, not which pairs were drawn."""
-    from trl_margins.assets import load_vader_preferences
+    from trl_margins.data.assets import load_vader_preferences
 
     rows = load_vader_preferences(split).to_list()
     if n is not None and n < len(rows):

@@ -256,7 +256,7 @@ def train_policy(
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
-    from trl_margins.kto import unpair_preferences
+    from trl_margins.data.formatting import unpair_preferences
 
     trainer_cls, config_cls = trainer_classes()[method.trainer]
     torch.manual_seed(seed)
@@ -342,7 +342,7 @@ def resolve_model(quick: bool) -> str:
         from tests.conftest import build_tiny_model
 
         return build_tiny_model(tempfile.mkdtemp(prefix="tiny-policy-"))
-    from trl_margins.assets import smollm2_path
+    from trl_margins.data.assets import smollm2_path
 
     return smollm2_path()
 

@@ -1,7 +1,7 @@
 """How the policy benchmark (`policy.py`) scores a policy: the implicit rewards of the held-out pairs against the
 raters' preference probabilities, and the sentiment (VADER) and KL to the reference of completions it samples.
 
-The log-probabilities are `trl_margins.rewards_extraction`'s, on the pairs as chat turns (`conversational`), so the
+The log-probabilities are `trl_margins.evaluation.rewards`'s, on the pairs as chat turns (`conversational`), so the
 rewards match the trainers'. The base model's are computed once for all runs (`ReferenceLogps`).
 """
 
@@ -52,11 +52,11 @@ def autocast(enabled: bool):
 
 # ---- log-probabilities of completions ------------------------------------------------------------------------------
 def completion_logps(model, tokenizer, rows: list[dict], sizes: Sizes) -> dict[str, torch.Tensor]:
-    """`trl_margins.rewards_extraction.completion_log_probs` (tokenized and collated exactly as `trl.DPOTrainer` does,
+    """`trl_margins.evaluation.rewards.completion_log_probs` (tokenized and collated exactly as `trl.DPOTrainer` does,
     so the rewards match the trainers') of the rows as chat turns, in bf16 autocast where the run trains in it.
     Returns float32 ``chosen_logps`` / ``rejected_logps`` and the token counts ``chosen_lengths`` /
     ``rejected_lengths``."""
-    from trl_margins.rewards_extraction import completion_log_probs
+    from trl_margins.evaluation.rewards import completion_log_probs
 
     # Batches of 16 in the rows' order, one call each: the library sorts pairs by length across a call, which changes
     # bf16 results in the third decimal; fixed batches keep every run of the benchmark (and its resumed or added
@@ -112,7 +112,7 @@ class ReferenceLogps:
 def preference_eval(
     model, tokenizer, test_rows: list[dict], method: Method, sizes: Sizes, reference: ReferenceLogps
 ) -> dict[str, Any]:
-    from trl_margins.evaluation import preference_metrics
+    from trl_margins.evaluation.calibration import preference_metrics
 
     logps = completion_logps(model, tokenizer, test_rows, sizes)
     if method.reward == "simpo":  # beta / |y| * log pi(y)

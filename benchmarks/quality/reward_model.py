@@ -65,7 +65,7 @@ def resolve_model(quick: bool) -> str:
         from tests.conftest import build_tiny_bert
 
         return build_tiny_bert(tempfile.mkdtemp(prefix="tiny-bert-"))
-    from trl_margins.assets import minilm_path
+    from trl_margins.data.assets import minilm_path
 
     return minilm_path()
 
@@ -185,7 +185,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.time()
         model, train_loss = train_rm(method, model_path, tokenizer, rows, seed, sizes)
         t1 = time.time()
-        from trl_margins.evaluation import preference_metrics
+        from trl_margins.evaluation.calibration import preference_metrics
 
         chosen, rejected = rm_scores(model, tokenizer, test_rows, sizes)
         targets = torch.tensor([r["human_pref_prob"] for r in test_rows])

@@ -89,7 +89,7 @@ def annotated_train_rows(rows: list[dict], rm_train_pairs: int) -> list[dict]:
     """The train pairs with the RM's scores as ``score_chosen``/``score_rejected`` (what MMPO reads) and the human
     ones as ``human_score_*``. ``prompt`` is the shipped one (`load_vader_preferences`), not the newline-terminated
     one the commands train on, so that rows match `common.select_pairs` by (prompt, chosen, rejected)."""
-    from trl_margins.assets import load_vader_preferences
+    from trl_margins.data.assets import load_vader_preferences
 
     shipped = load_vader_preferences("train")
     out = []

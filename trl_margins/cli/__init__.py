@@ -1,6 +1,7 @@
 """The `trl-margins` console command: parsing and dispatch only. Each command is a module of this package.
 
-- `mmpo`, `gamma-po`, `reward`, `kto`: `train` (the run) and `arguments` (recipe and overrides);
+- `mmpo`, `gamma-po`, `reward`, `kto`: `train` (the run), `arguments` (recipe and overrides), `recipe_keys` (old and
+  renamed recipe keys) and `demo` (the offline default example);
 - `evaluate`: `evaluate`;
 - `fit-gamma`: `fit_gamma`;
 - `generate`, `annotate`, `select`: `generate`, `annotate`, `select` (on-policy pairs and their margins).
@@ -13,39 +14,12 @@ trainers and the argument classes together: nothing else in `trl_margins` import
 import difflib
 import importlib
 import sys
-import warnings
 from collections.abc import Sequence
 
 from .arguments import MODES
 from .train import train_main
 
 __all__ = ["main", "train_main"]
-
-# Names of the single-module cli.py of 0.1, forwarded to their modules so that code written against it still runs.
-# The README documented DEMO_RECIPES there, so that one warns.
-_MOVED = {
-    **dict.fromkeys(("BUNDLED_DATASET", "BUNDLED_MODEL"), "assets"),
-    **dict.fromkeys(("AMBIGUOUS_KEYS", "REMOVED_KEYS", "RENAMED_KEYS", "load_recipe", "map_key"), "recipes"),
-    **dict.fromkeys(("normalize_recipe", "score_columns"), "recipes"),
-    **dict.fromkeys(("DEMO_RECIPES", "evaluate_command", "evaluate_pairs", "format_comparison"), "demo"),
-    **dict.fromkeys(("pair_rewards", "preference_targets"), "demo"),
-    **dict.fromkeys(("MODES", "MarginScriptArguments", "make_parser", "parse_args", "split_argv"), "cli.arguments"),
-    **dict.fromkeys(("load_splits", "run"), "cli.train"),
-}
-_DOCUMENTED = ("DEMO_RECIPES",)
-
-
-def __getattr__(name: str):
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if name in _DOCUMENTED:
-        warnings.warn(
-            f"`trl_margins.cli.{name}` moved to `trl_margins.{_MOVED[name]}.{name}`; the old path will be removed.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-    return getattr(importlib.import_module(f"trl_margins.{_MOVED[name]}"), name)
-
 
 # The commands besides the training modes: (module of this package, description)
 _COMMANDS = {

@@ -1,4 +1,4 @@
-"""`trl-margins annotate`: score every response of a dataset with a reward model (see `trl_margins.annotate`).
+"""`trl-margins annotate`: score every response of a dataset with a reward model (see `trl_margins.pairs.annotate`).
 
     trl-margins annotate --reward_model PATH_OR_ID --dataset NAME_OR_FILE --output_dir DIR [--split ...]
         [--dtype auto|bfloat16|float32] [--trust_remote_code] [--conversational] [--batch_size ...] [--shard_size ...]
@@ -12,16 +12,15 @@ which every command reads as a dataset; an interrupted run resumes from its fini
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
-from ..annotate import AnnotateConfig, AnnotateReport, annotate, load_reward_model, resolve_dtype
-from ..errors import RaisingParserMixin, UsageError, run_command
-from ..loading import load_preference_dataset
+from .._compat import process_state
+from ..data.loading import load_preference_dataset
+from ..errors import UsageError, run_command
+from ..pairs.annotate import AnnotateConfig, AnnotateReport, annotate, load_reward_model, resolve_dtype
+from .arguments import DataclassParser
 
 logger = logging.getLogger(__name__)
 
@@ -43,33 +42,6 @@ class AnnotateArguments:
         default="auto", metadata={"help": "auto (bfloat16 on a GPU, float32 on a CPU), bfloat16, float16, float32."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the hub model's own modelling code."})
-
-
-class DataclassParser(RaisingParserMixin, HfArgumentParser):
-    """HfArgumentParser whose errors raise a one-line `UsageError` (also `trl-margins generate`'s)."""
-
-
-def process_state():
-    """This process's place among the data-parallel ones (`accelerate.PartialState`).
-
-    accelerate starts a CPU process group only when told the run is on CPUs (`cpu=True`, `accelerate launch --cpu`):
-    under `torchrun` on a machine without a GPU it would leave every process alone, each believing it is rank 0 of 1,
-    and each would score every shard. So several launched processes and no GPU mean CPU processes (gloo), and a
-    launch that still ends up as one process is an error rather than duplicated work.
-    """
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (launched > 1 and not torch.cuda.is_available())
-    state = PartialState(cpu=cpu)
-    if launched > 1 and state.num_processes != launched:
-        raise UsageError(
-            f"{launched} processes were launched (WORLD_SIZE), but accelerate sees {state.num_processes}: each would "
-            "score every shard. Launch with `accelerate launch` (add --cpu on a machine without GPUs)."
-        )
-    return state
 
 
 def run(argv: Sequence[str]) -> AnnotateReport:

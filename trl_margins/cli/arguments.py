@@ -7,9 +7,10 @@ mixtures, chat wrapping, a before/after preference evaluation). `MODES` names ea
 
 A recipe is a YAML file, given as the first positional argument (the handbook's and both papers' convention,
 `accelerate launch examples/run_mmpo.py recipes/x/config.yaml`) or with `--config`; `--key value` and `--key=value`
-override it. Old keys are mapped by `trl_margins.recipes`; unknown keys stop the run with the closest known key.
+override it. Old keys are mapped by `trl_margins.cli.recipe_keys`; unknown keys stop the run with the closest known
+key.
 Without a recipe, a command line that names a model or a dataset starts from TRL's defaults, as `trl/scripts/dpo.py`
-does; one that names neither runs the offline demo recipe (`trl_margins.demo.DEMO_RECIPES`), which `--key value`
+does; one that names neither runs the offline demo recipe (`trl_margins.cli.demo.DEMO_RECIPES`), which `--key value`
 adjusts in the same way. Parsing only: the run itself is `trl_margins.cli.train`.
 """
 
@@ -23,19 +24,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
 
-from ..adapters import DATASET_ADAPTERS
-from ..assets import BUNDLED_MODEL, BUNDLED_REWARD_BACKBONE
-from ..config import GammaPOConfig, MMPOConfig, MMPOKTOConfig, MMPORewardConfig, has_accelerator
-from ..demo import DEMO_RECIPES
-from ..dpo import MMPOTrainer
+from ..data.adapters import DATASET_ADAPTERS
+from ..data.assets import BUNDLED_MODEL, BUNDLED_REWARD_BACKBONE, minilm_path, smollm2_path
 from ..errors import RaisingParserMixin, TrlMarginsError, UsageError
-from ..gamma_po import GammaPOTrainer
-from ..kto import MMPOKTOTrainer
-from ..recipes import _FLAG, RENAMED_KEYS, _map_model_init_kwargs, load_recipe, map_key, normalize_recipe
-from ..reward import MMPORewardTrainer
+from ..trainers import (
+    GammaPOConfig,
+    GammaPOTrainer,
+    MMPOConfig,
+    MMPOKTOConfig,
+    MMPOKTOTrainer,
+    MMPORewardConfig,
+    MMPORewardTrainer,
+    MMPOTrainer,
+)
+from .demo import DEMO_RECIPES
+from .recipe_keys import FLAG, RENAMED_KEYS, load_recipe, map_key, map_model_init_kwargs, normalize_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +198,7 @@ def _keys(mode: str) -> set[str]:
 def split_argv(argv: Sequence[str]) -> tuple[str | None, list[tuple[str, Any]]]:
     """The recipe path (first positional `.yaml`, or `--config PATH`) and the `--key value` / `--key=value` overrides.
 
-    An override's value is a string, a list of strings (`--report_to wandb tensorboard`), or `_FLAG` (`--bf16`).
+    An override's value is a string, a list of strings (`--report_to wandb tensorboard`), or `FLAG` (`--bf16`).
     """
     recipe: str | None = None
     overrides: list[tuple[str, Any]] = []
@@ -216,9 +222,9 @@ def split_argv(argv: Sequence[str]) -> tuple[str | None, list[tuple[str, Any]]]:
             while i < len(tokens) and not tokens[i].startswith("--"):
                 values.append(tokens[i])
                 i += 1
-            value = values[0] if len(values) == 1 else (values or _FLAG)
+            value = values[0] if len(values) == 1 else (values or FLAG)
         if key == "config":
-            if recipe is not None or value is _FLAG or isinstance(value, list):
+            if recipe is not None or value is FLAG or isinstance(value, list):
                 raise UsageError("Give one recipe: a positional .yaml file or `--config PATH`.")
             recipe = value
             continue
@@ -231,23 +237,15 @@ class _Parser(RaisingParserMixin, TrlParser):
     printing the usage of some 180 keys first."""
 
 
+class DataclassParser(RaisingParserMixin, HfArgumentParser):
+    """HfArgumentParser whose errors raise a one-line `UsageError` (`trl-margins annotate` and `generate`)."""
+
+
 def make_parser(mode: str) -> TrlParser:
     if mode not in MODES:
         raise UsageError(f"Unknown mode {mode!r}; choose one of {sorted(MODES)}.")
     types = (MarginScriptArguments, MODES[mode].config_class, ModelConfig, DatasetMixtureConfig)
     return _Parser(types, prog=f"trl-margins {mode}")
-
-
-def _disable_half_precision_without_gpu(namespace) -> None:
-    if has_accelerator():
-        return
-    # TRL's configs turn bf16 on by default, and transformers refuses bf16/fp16 without a GPU
-    half = [name for name in ("bf16", "fp16") if getattr(namespace, name, None) in (True, None)]
-    if half:
-        for name in ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval"):
-            if hasattr(namespace, name):
-                setattr(namespace, name, False)
-        logger.warning("No GPU: turning bf16/fp16 off, training in float32.")
 
 
 def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
@@ -279,8 +277,8 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
             raise _unknown_key_error(key, options, "command line", mode)
         given.add(key)
         if key == "model_init_kwargs" and isinstance(value, str) and value.startswith("{"):
-            value = json.dumps(_map_model_init_kwargs(json.loads(value), "command line"))
-        argv_out += [f"--{key}"] + ([] if value is _FLAG else value if isinstance(value, list) else [value])
+            value = json.dumps(map_model_init_kwargs(json.loads(value), "command line"))
+        argv_out += [f"--{key}"] + ([] if value is FLAG else value if isinstance(value, list) else [value])
     # A dataset given on the command line replaces the recipe's, in whichever form the recipe wrote it
     if given & set(_DATASET_SOURCES):
         for key in _DATASET_SOURCES:
@@ -299,7 +297,6 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     namespace, remaining = parser.parse_known_args(argv_out)
     if remaining:
         raise UsageError(f"Could not parse {' '.join(remaining)}.")
-    _disable_half_precision_without_gpu(namespace)
     outputs = []
     for dtype in parser.dataclass_types:
         inputs = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(dtype) if f.init}
@@ -315,12 +312,8 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     if model_args.model_name_or_path is None:
         raise UsageError("Set `model_name_or_path` (a hub id or a local folder).")
     if model_args.model_name_or_path == BUNDLED_MODEL:
-        from ..assets import smollm2_path
-
         model_args.model_name_or_path = smollm2_path()
     elif model_args.model_name_or_path == BUNDLED_REWARD_BACKBONE:
-        from ..assets import minilm_path
-
         model_args.model_name_or_path = minilm_path()
     if dataset_args.datasets and any(getattr(script_args, k) is not None for k in _DATASET_SOURCES[:3]):
         raise UsageError("Give one dataset source: TRL's `datasets` list or a `dataset_*` key, not both.")

@@ -9,8 +9,8 @@ scores when the subsets are RewardBench's), ``rewards.jsonl`` (the rewards of ev
 ``reliability_diagram.png`` and ``reward_margins.png`` to ``--output_dir``, and prints a short table.
 
 Rows in RewardBench 2's layout (``chosen`` and ``rejected`` are lists of strings, with ``num_correct``, ``subset`` and
-``id``; detected, or ``--format rewardbench2``) are scored completion by completion and reported as RewardBench 2
-does (`trl_margins.evaluation.rewardbench2_scores`: best-of-4 accuracy per subset, the Ties score, the mean over
+``id``; detected, or ``--format rewardbench2``) are scored completion by completion and reported as RewardBench 2 does
+(`trl_margins.evaluation.rewardbench.rewardbench2_scores`: best-of-4 accuracy per subset, the Ties score, the mean over
 subsets, random baseline 25%), with each subset's ECE beside the official numbers; the "overall" metrics and plots are
 then over every (chosen, rejected) combination of a row.
 """
@@ -28,22 +28,25 @@ from typing import Any
 
 import torch
 
+from ..data.formatting import as_conversational
+from ..data.loading import load_preference_dataset
+from ..data.margins import MARGIN_COLUMN, NEGATIVE_MARGIN_POLICIES, add_margins_from
 from ..errors import ArgumentParser, UsageError, run_command
-from ..evaluation import (
-    ece_label,
-    plot_margin_histogram,
-    plot_reliability_diagram,
-    preference_metrics,
-    rewardbench2_scores,
+from ..evaluation.calibration import CALIBRATION_BINS, ece_label, preference_metrics, subset_metrics
+from ..evaluation.plots import plot_margin_histogram, plot_reliability_diagram
+from ..evaluation.rewardbench import (
+    completion_pairs,
+    fold_scores,
+    is_rewardbench2_row,
+    rewardbench2_report,
     rewardbench_section_scores,
-    subset_metrics,
 )
-from ..loading import load_preference_dataset
+from ..evaluation.rewards import policy_rewards, reward_model_scores
+from ..losses import REWARD_TYPES, soft_target_probs
 
 logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("rm", "dpo", "simpo")
-REWARD_TYPES = ("dpo", "simpo")  # `MMPOConfig.reward_type`, not imported: the config pulls in TRL at start-up
 # Without `--beta`, the default of each objective: TRL's DPOConfig, and SimPO's paper (2.0-2.5 for its base models)
 _DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
 FORMATS = ("auto", "pairs", "rewardbench2")
@@ -122,7 +125,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     targets.add_argument(
         "--negative_margins",
         default="error",
-        choices=["error", "swap", "drop"],
+        choices=list(NEGATIVE_MARGIN_POLICIES),
         help="Pairs whose chosen response scored lower: stop, swap chosen and rejected, or drop them.",
     )
     targets.add_argument("--prob_column", default=None, help="Column with each pair's target probability.")
@@ -130,7 +133,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default="evaluation", help="Where metrics.json and the plots go.")
     run.add_argument("--batch_size", type=int, default=8)
-    run.add_argument("--n_bins", type=int, default=15, help="Bins of the ECE and the reliability diagram.")
+    run.add_argument(
+        "--n_bins", type=int, default=CALIBRATION_BINS, help="Bins of the ECE and the reliability diagram."
+    )
     run.add_argument("--no_plots", action="store_true", help="Skip the PNGs (and the need for matplotlib).")
     return parser
 
@@ -182,9 +187,6 @@ def _load(model_id: str, kind: str, is_adapter: bool, dtype, device: str):
 
 def _targets(dataset, args: argparse.Namespace) -> tuple[Any, torch.Tensor | None, str]:
     """``(dataset, target probabilities or None, description)``. May swap or drop pairs (``--negative_margins``)."""
-    from ..losses import soft_target_probs
-    from ..margins import MARGIN_COLUMN, add_margin_column
-
     if args.prob_column is not None and args.gamma is not None:
         raise UsageError("Give either --prob_column or --gamma, not both.")
     if args.prob_column is not None:
@@ -196,76 +198,15 @@ def _targets(dataset, args: argparse.Namespace) -> tuple[Any, torch.Tensor | Non
         return dataset, probs, f"column '{args.prob_column}'"
     if args.gamma is not None:
         # A missing column or a bad score raises a DataError that says which
-        dataset = add_margin_column(
-            dataset,
-            score_chosen_column=args.score_chosen_column,
-            score_rejected_column=args.score_rejected_column,
-            margin_column=args.margin_column,
-            negative_margins=args.negative_margins,
-            dataset_name="evaluation",
-        )
+        dataset = add_margins_from(dataset, args, "evaluation")
         margins = torch.tensor(dataset[MARGIN_COLUMN], dtype=torch.float64)
         source = args.margin_column or f"{args.score_chosen_column} - {args.score_rejected_column}"
         return dataset, soft_target_probs(margins, args.gamma).double(), f"sigmoid({args.gamma:g} * ({source}))"
     return dataset, None, "hard labels"
 
 
-# ---- RewardBench 2 rows --------------------------------------------------------------------------------------------
-def _is_rewardbench2(dataset, requested: str) -> bool:
-    """RewardBench 2's layout: `chosen` and `rejected` hold lists of strings (a conversational pair holds a list of
-    message dicts instead)."""
-    if requested != "auto":
-        is_rb2 = requested == "rewardbench2"
-    else:
-        first = dataset[0]["chosen"] if len(dataset) else None
-        is_rb2 = isinstance(first, list) and bool(first) and all(isinstance(c, str) for c in first)
-    if is_rb2:
-        missing = [c for c in ("prompt", "chosen", "rejected", "subset") if c not in dataset.column_names]
-        if missing:
-            raise UsageError(f"RewardBench 2 rows need the columns {missing}; the columns are {dataset.column_names}.")
-    return is_rb2
-
-
-def _completion_pairs(dataset) -> tuple[list[dict[str, str]], list[int]]:
-    """Every completion of every RewardBench 2 row, two to a pair so that each is scored once (rewards of a pair's two
-    sides are independent): the pairs, and the number of completions of each row (for `_fold_scores`)."""
-    pairs, sizes = [], []
-    for row in dataset:
-        completions = list(row["chosen"]) + list(row["rejected"])
-        if len(completions) % 2:  # an odd count: the last completion pairs with the first once more
-            completions.append(completions[0])
-        sizes.append(len(row["chosen"]) + len(row["rejected"]))
-        pairs += [
-            {"prompt": row["prompt"], "chosen": completions[i], "rejected": completions[i + 1]}
-            for i in range(0, len(completions), 2)
-        ]
-    return pairs, sizes
-
-
-def _fold_scores(chosen: torch.Tensor, rejected: torch.Tensor, sizes: list[int]) -> list[list[float]]:
-    """Each row's completion scores, in its order (chosen then rejected), from the pairs' rewards."""
-    flat = torch.stack([chosen, rejected], dim=1).flatten().tolist()
-    rows, start = [], 0
-    for size in sizes:
-        rows.append(flat[start : start + size])
-        start += size + size % 2  # skip the repeated first completion of an odd row
-    return rows
-
-
 # ---- the command ---------------------------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Evaluate as `main` does, from parsed arguments; returns what it writes to ``metrics.json``."""
-    from transformers import AutoTokenizer
-
-    from ..rewards_extraction import as_conversational, policy_rewards, reward_model_scores
-
-    if not args.no_plots:
-        try:  # fail before the (long) scoring, not after it
-            import matplotlib  # noqa: F401
-        except ImportError as e:
-            raise ImportError("Plots need matplotlib: `pip install 'trl-margins[plot]'`, or pass --no_plots.") from e
-    kind, adapter_base = _model_kind(args)
-    beta = args.beta if args.beta is not None else _DEFAULT_BETA.get(kind)
+def _check_model_flags(args: argparse.Namespace, kind: str, adapter_base: str | None) -> None:
     if kind == "rm" and (args.ref_model or args.beta is not None):
         raise UsageError("A reward model's scores are its rewards: --ref_model and --beta are for policies.")
     if kind == "simpo" and args.ref_model:
@@ -276,6 +217,67 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "trained from), or a PEFT adapter as --model (its base is the reference), or --model_type simpo."
         )
 
+
+def _is_rewardbench2(dataset, requested: str) -> bool:
+    is_rb2 = (
+        requested == "rewardbench2" if requested != "auto" else bool(len(dataset)) and is_rewardbench2_row(dataset[0])
+    )
+    if is_rb2:
+        missing = [c for c in ("prompt", "chosen", "rejected", "subset") if c not in dataset.column_names]
+        if missing:
+            raise UsageError(f"RewardBench 2 rows need the columns {missing}; the columns are {dataset.column_names}.")
+    return is_rb2
+
+
+def _rewards(args: argparse.Namespace, kind: str, adapter_base: str | None, beta, dataset) -> tuple[torch.Tensor, ...]:
+    """The chosen and rejected rewards of every pair of `dataset` under the model the arguments name."""
+    from transformers import AutoTokenizer
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    except (OSError, ValueError):
+        if adapter_base is None or args.tokenizer:
+            raise
+        tokenizer = AutoTokenizer.from_pretrained(adapter_base)  # an adapter saved without its tokenizer
+    model = _load(args.model, kind, adapter_base is not None, dtype, device)
+    if kind == "rm":
+        return reward_model_scores(model, tokenizer, dataset, args.batch_size, args.max_length)
+    ref_model = _load(args.ref_model, kind, False, dtype, device) if args.ref_model else None
+    return policy_rewards(
+        model, tokenizer, dataset, beta, ref_model=ref_model, reward_type=kind, batch_size=args.batch_size,
+        max_length=args.max_length,
+    )  # fmt: skip
+
+
+def _write(result: dict[str, Any], lines: list[dict[str, Any]], chosen, rejected, args: argparse.Namespace) -> None:
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    (output_dir / "rewards.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    written = ["metrics.json", "rewards.jsonl"]
+    if not args.no_plots:
+        name = Path(args.model.rstrip("/")).name
+        overall = result["overall"]
+        plot_reliability_diagram(overall, output_dir / "reliability_diagram.png", f"Reliability diagram: {name}")
+        plot_margin_histogram(chosen, rejected, output_dir / "reward_margins.png", f"Reward margins: {name}")
+        written += ["reliability_diagram.png", "reward_margins.png"]
+    print(format_table(result))
+    print(f"Wrote {', '.join(written)} to {output_dir}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate as `main` does, from parsed arguments; returns what it writes to ``metrics.json``."""
+    if not args.no_plots:
+        try:  # fail before the (long) scoring, not after it
+            import matplotlib  # noqa: F401
+        except ImportError as e:
+            raise ImportError("Plots need matplotlib: `pip install 'trl-margins[plot]'`, or pass --no_plots.") from e
+    kind, adapter_base = _model_kind(args)
+    beta = args.beta if args.beta is not None else _DEFAULT_BETA.get(kind)
+    _check_model_flags(args, kind, adapter_base)
+
     dataset = load_preference_dataset(args.dataset, args.split, args.dataset_config)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
@@ -285,8 +287,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("RewardBench 2 rows are ranked against hard labels: drop --gamma / --prob_column.")
         from datasets import Dataset
 
-        rb2_rows = dataset
-        pairs, sizes = _completion_pairs(dataset)
+        rb2_rows = list(dataset)
+        pairs, sizes = completion_pairs(rb2_rows)
         dataset = Dataset.from_list(pairs)
         target_probs, targets = None, "hard labels (RewardBench 2: chosen above rejected)"
     else:
@@ -296,42 +298,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("--conversational needs a `prompt` column (the user turn).")
         dataset = dataset.map(as_conversational, desc="Formatting pairs as conversations")
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    tokenizer_id = args.tokenizer or args.model
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_id)
-    except (OSError, ValueError):
-        if adapter_base is None or args.tokenizer:
-            raise
-        tokenizer = AutoTokenizer.from_pretrained(adapter_base)  # an adapter saved without its tokenizer
-    model = _load(args.model, kind, adapter_base is not None, dtype, device)
-    if kind == "rm":
-        chosen, rejected = reward_model_scores(model, tokenizer, dataset, args.batch_size, args.max_length)
-    else:
-        ref_model = _load(args.ref_model, kind, False, dtype, device) if args.ref_model else None
-        chosen, rejected = policy_rewards(
-            model,
-            tokenizer,
-            dataset,
-            beta,
-            ref_model=ref_model,
-            reward_type=kind,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-        )
-
+    chosen, rejected = _rewards(args, kind, adapter_base, beta, dataset)
     rewardbench2 = None
     if rb2_rows is not None:
-        scores = _fold_scores(chosen, rejected, sizes)
-        num_correct = rb2_rows["num_correct"] if "num_correct" in rb2_rows.column_names else rb2_rows["chosen"]
-        num_correct = [n if isinstance(n, int) else len(n) for n in num_correct]
-        ids = rb2_rows["id"] if "id" in rb2_rows.column_names else [str(i) for i in range(len(rb2_rows))]
-        subsets = [str(s) for s in rb2_rows["subset"]]
-        rewardbench2 = rewardbench2_scores(subsets, [str(i) for i in ids], num_correct, scores, n_bins=args.n_bins)
-        # From here on the pairs are every (chosen, rejected) combination of a row: the overall metrics and plots
-        chosen = torch.tensor([s[c] for s, n in zip(scores, num_correct) for c in range(n) for _ in s[n:]])
-        rejected = torch.tensor([r for s, n in zip(scores, num_correct) for _ in range(n) for r in s[n:]])
+        rewardbench2, lines, chosen, rejected = rewardbench2_report(
+            rb2_rows, fold_scores(chosen, rejected, sizes), n_bins=args.n_bins
+        )
+    else:
+        lines = [{"chosen_reward": c, "rejected_reward": r} for c, r in zip(chosen.tolist(), rejected.tolist())]
+        if target_probs is not None:
+            for line, p in zip(lines, target_probs.tolist()):
+                line["target_prob"] = float(p)
     overall = preference_metrics(chosen, rejected, target_probs, n_bins=args.n_bins)
     result: dict[str, Any] = {
         "model": args.model,
@@ -351,27 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sections = rewardbench_section_scores({name: m["accuracy"] for name, m in result["subsets"].items()})
         if sections is not None:
             result["rewardbench_sections"] = sections
-
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    if rewardbench2 is not None:  # one line per row: the scores of its completions, chosen first
-        lines = [{"id": str(i), "subset": s, "num_correct": n, "scores": r} for i, s, n, r in zip(
-            ids, subsets, num_correct, scores)]  # fmt: skip
-    else:
-        lines = [{"chosen_reward": c, "rejected_reward": r} for c, r in zip(chosen.tolist(), rejected.tolist())]
-        if target_probs is not None:
-            for line, p in zip(lines, target_probs.tolist()):
-                line["target_prob"] = float(p)
-    (output_dir / "rewards.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    written = ["metrics.json", "rewards.jsonl"]
-    if not args.no_plots:
-        name = Path(args.model.rstrip("/")).name
-        plot_reliability_diagram(overall, output_dir / "reliability_diagram.png", f"Reliability diagram: {name}")
-        plot_margin_histogram(chosen, rejected, output_dir / "reward_margins.png", f"Reward margins: {name}")
-        written += ["reliability_diagram.png", "reward_margins.png"]
-    print(format_table(result))
-    print(f"Wrote {', '.join(written)} to {output_dir}")
+    _write(result, lines, chosen, rejected, args)
     return result
 
 

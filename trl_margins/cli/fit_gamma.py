@@ -6,7 +6,8 @@ preferred the chosen response.
 
 The margins are read as training reads them (`score_chosen - score_rejected`, or a margin column), on the pairs as
 listed; the empirical preference probability of each pair is a column, or the share of votes for the chosen side.
-Prints the fitted gamma, the mean target probability it gives, and the fit's cross-entropy. See `trl_margins.fitting`.
+Prints the fitted gamma, the mean target probability it gives, and the fit's cross-entropy. See
+`trl_margins.pairs.fit_gamma`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from collections.abc import Sequence
 import torch
 from datasets import Dataset
 
+from ..data.loading import load_source
+from ..data.margins import column_values
 from ..errors import ArgumentParser, UsageError, run_command
-from ..fitting import fit_gamma, preference_probs_from_votes, soft_target_nll
-from ..loading import load_source
-from ..margins import _column_values
+from ..pairs.fit_gamma import fit_gamma, preference_probs_from_votes, soft_target_nll
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, float | int | str]:
     dataset, split = _load_split(args.dataset, args.dataset_config, args.split)
 
     def column(name: str) -> torch.Tensor:
-        return torch.tensor(_column_values(dataset, name), dtype=torch.float64)
+        return torch.tensor(column_values(dataset, name), dtype=torch.float64)
 
     if args.margin_column is not None:
         margins, margin_source = column(args.margin_column), args.margin_column

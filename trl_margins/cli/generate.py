@@ -1,4 +1,4 @@
-"""`trl-margins generate`: sample N completions per prompt from a policy (see `trl_margins.generation`).
+"""`trl-margins generate`: sample N completions per prompt from a policy (see `trl_margins.pairs.generate`).
 
     trl-margins generate --policy PATH_OR_ID|trl_margins:smollm2 --dataset NAME_OR_FILE --output FILE.jsonl
         [--num_completions 5] [--max_new_tokens 256] [--temperature 0.8] [--top_p 0.95] [--seed 42] [--max_prompts N]
@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..annotate import resolve_dtype
+from ..data.assets import BUNDLED_MODEL, smollm2_path
+from ..data.loading import load_preference_dataset
 from ..errors import UsageError, run_command
-from ..generation import GenerateConfig, generate_completions, unique_prompts, write_generation
-from ..loading import load_preference_dataset
-from .annotate import DataclassParser
+from ..pairs.annotate import resolve_dtype
+from ..pairs.generate import GenerateConfig, generate_completions, unique_prompts, write_generation
+from .arguments import DataclassParser
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ class GenerateArguments:
 
 def _load_policy(name: str, dtype, device: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..assets import BUNDLED_MODEL, smollm2_path
 
     path = str(smollm2_path()) if name == BUNDLED_MODEL else name
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)

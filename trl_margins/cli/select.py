@@ -1,5 +1,5 @@
 """`trl-margins select`: keep the pairs whose margin passes a rule, written as a .jsonl file (see
-`trl_margins.selection`).
+`trl_margins.pairs.select`).
 
     trl-margins select --dataset NAME_OR_FILE --output FILE.jsonl (--min_margin X | --min_quantile Q
         | --policy PATH_OR_ID --keep_fraction F [--logp_weight W]) [--score_chosen_column ... | --margin_column ...]
@@ -19,10 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..adapters import DATASET_ADAPTERS, apply_dataset_adapter
+from ..data.adapters import DATASET_ADAPTERS, apply_dataset_adapter
+from ..data.loading import load_preference_dataset
 from ..errors import ArgumentParser, UsageError, run_command
-from ..loading import load_preference_dataset
-from ..selection import SelectionReport, mean_logp_margins, select_by_alignment_potential, select_by_margin
+from ..pairs.select import SelectionReport, mean_logp_margins, select_by_alignment_potential, select_by_margin
 
 logger = logging.getLogger(__name__)
 

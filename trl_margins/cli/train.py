@@ -4,7 +4,7 @@ MMPO's weights, driven by alignment-handbook style recipes.
 `examples/run_mmpo.py`, `examples/run_gamma_po.py`, `examples/run_mmpo_rm.py` and the `trl-margins` console command are
 thin wrappers around `train_main`. The arguments come from `trl_margins.cli.arguments`; this module loads the splits
 they name, builds the trainer of the mode (`MODES`), trains (resuming from the last checkpoint), saves, and runs the
-evaluations the recipe asks for, `preference_eval` included (`trl_margins.demo`).
+evaluations the recipe asks for, `preference_eval` included (`trl_margins.evaluation.before_after`).
 """
 
 import json
@@ -21,18 +21,37 @@ from transformers import AutoTokenizer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import DatasetMixtureConfig, ModelConfig, get_peft_config, get_quantization_config
 
-from ..adapters import apply_dataset_adapter
-from ..demo import constant_half, evaluate_command, evaluate_pairs, format_comparison, preference_targets
+from ..data.adapters import apply_dataset_adapter
+from ..data.formatting import as_conversational, unpair_preferences
+from ..data.loading import load_source
+from ..data.mixtures import ColumnNeeds, handbook_mixer, handbook_mixture, trl_mixture
 from ..errors import UsageError, run_command
-from ..kto import unpair_preferences
-from ..loading import load_source
-from ..recipes import REMOVED_KEYS, RENAMED_KEYS, _handbook_mixer, _handbook_mixture, _trl_mixture, score_columns
+from ..evaluation.before_after import constant_half, evaluate_pairs, format_comparison, preference_targets
+from ..evaluation.calibration import CALIBRATION_BINS
 from .arguments import MODES, MarginScriptArguments, make_parser, parse_args
+from .recipe_keys import REMOVED_KEYS, RENAMED_KEYS
 
 logger = logging.getLogger(__name__)
 
 
 # ---- data -----------------------------------------------------------------------------------------------------------
+def score_columns(training_args: TrainingArguments, script_args: MarginScriptArguments) -> ColumnNeeds:
+    """`(required, optional)` columns that must survive a mixture's column selection.
+
+    The margin columns are required when `mmpo_gamma` is set (and no adapter makes them), kept if present otherwise.
+    """
+    margin = getattr(training_args, "margin_column", None)
+    if margin is not None:
+        needed = [margin]
+    else:
+        needed = [getattr(training_args, name, None) for name in ("score_chosen_column", "score_rejected_column")]
+        needed = [c for c in needed if c is not None]
+    optional = [script_args.target_prob_column] if script_args.target_prob_column else []
+    if script_args.dataset_adapter is not None or getattr(training_args, "mmpo_gamma", None) is None:
+        return [], needed + optional
+    return needed, optional
+
+
 def load_splits(
     script_args: MarginScriptArguments, training_args: TrainingArguments, dataset_args: DatasetMixtureConfig
 ) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset | None]:
@@ -40,12 +59,13 @@ def load_splits(
     needed = score_columns(training_args, script_args)
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if dataset_args.datasets:
-        dataset, train_split, test_split = _trl_mixture(dataset_args, needed), "train", "test"
+        dataset, train_split, test_split = trl_mixture(dataset_args, needed), "train", "test"
     elif script_args.dataset_mixture is not None:
         mixture, streaming = script_args.dataset_mixture, script_args.dataset_streaming
-        dataset, train_split, test_split = _handbook_mixture(mixture, needed, streaming), "train", "test"
+        dataset, train_split, test_split = handbook_mixture(mixture, needed, streaming), "train", "test"
     elif script_args.dataset_mixer is not None:
-        dataset, train_split, test_split = _handbook_mixer(script_args), "train", "test"
+        mixed = handbook_mixer(script_args.dataset_mixer, script_args.dataset_splits, script_args.dataset_configs)
+        dataset, train_split, test_split = mixed, "train", "test"
     elif script_args.dataset_name is not None:
         dataset = load_source(
             script_args.dataset_name, script_args.dataset_config, streaming=script_args.dataset_streaming
@@ -65,8 +85,6 @@ def load_splits(
     train = _head(train, script_args.max_train_samples)
     test = _head(test, script_args.max_eval_samples)
     if script_args.conversational:
-        from ..rewards_extraction import as_conversational
-
         train = train.map(as_conversational)
         test = test.map(as_conversational) if test is not None else None
     return train, test
@@ -161,7 +179,7 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
 
     targets, before = {}, None
     if script_args.preference_eval:
-        targets = preference_targets(eval_dataset, training_args, script_args)
+        targets = preference_targets(eval_dataset, training_args, script_args.target_prob_column)
         if main_process:
             print(f"Scoring {len(eval_dataset)} held-out pairs before training.")
         reference: dict[str, torch.Tensor] = {}  # the initial policy's log-probs: the DPO reference's
@@ -183,7 +201,7 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
         report["eval"] = metrics
     if script_args.preference_eval:
         after = evaluate_pairs(trainer, eval_dataset, mode, targets, before_training=False, reference=reference)
-        floor = constant_half(targets, len(eval_dataset), getattr(training_args, "calibration_bins", 15))
+        floor = constant_half(targets, len(eval_dataset), getattr(training_args, "calibration_bins", CALIBRATION_BINS))
         report["preference_metrics"] = {"before": before, "after": after, "constant_half": floor}
         if main_process:
             with open(os.path.join(training_args.output_dir, "preference_metrics.json"), "w") as f:
@@ -201,6 +219,32 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish the trackers and the process group
         trainer.end()
     return report
+
+
+def evaluate_command(mode: str, script_args, training_args, model_args) -> str | None:
+    """The `trl-margins evaluate` command line that scores the saved model on the same held-out pairs, and so prints
+    the same "after" numbers; None where the pairs are not one stored dataset as it is (a mixture, an adapter)."""
+    if script_args.dataset_name is None or script_args.dataset_adapter is not None or script_args.conversational:
+        return None
+    parts = ["trl-margins evaluate", f"--model {training_args.output_dir}"]
+    if mode == "reward":
+        parts.append("--model_type rm")
+    elif training_args.simpo:
+        parts.append(f"--model_type simpo --beta {training_args.beta:g}")
+    else:
+        parts.append(f"--ref_model {model_args.model_name_or_path} --beta {training_args.beta:g}")
+    parts.append(f"--dataset {script_args.dataset_name} --split {script_args.dataset_test_split}")
+    if script_args.max_eval_samples is not None:
+        parts.append(f"--max_samples {script_args.max_eval_samples}")
+    if training_args.max_length is not None:
+        parts.append(f"--max_length {training_args.max_length}")
+    if script_args.target_prob_column is not None:
+        parts.append(f"--prob_column {script_args.target_prob_column}")
+    elif getattr(training_args, "mmpo_gamma", None) is not None and training_args.margin_column is None:
+        parts.append(f"--gamma {training_args.mmpo_gamma:g}")
+        parts.append(f"--score_chosen_column {training_args.score_chosen_column}")
+        parts.append(f"--score_rejected_column {training_args.score_rejected_column}")
+    return " ".join(parts)
 
 
 # ---- entry points ---------------------------------------------------------------------------------------------------
