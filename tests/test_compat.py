@@ -97,3 +97,35 @@ def test_without_a_gpu_half_precision_needs_use_cpu(tmp_path, caplog, monkeypatc
 def test_cpu_bf16_flag_comes_from_torch():
     expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert _compat.cpu_has_native_bf16() == expected
+
+
+@pytest.mark.skipif(_compat.has_accelerator(), reason="the rule for machines without a GPU")
+def test_without_a_gpu_flash_attention_becomes_sdpa(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="trl_margins"):
+        config = MMPOConfig(**base_args(tmp_path, model_init_kwargs={"attn_implementation": "flash_attention_2"}))
+    assert config.model_init_kwargs["attn_implementation"] == "sdpa"
+    assert any("needs CUDA; using 'sdpa'" in r.getMessage() for r in caplog.records)
+    kwargs = {"attn_implementation": "eager"}
+    _compat.settle_attention(kwargs)
+    assert kwargs == {"attn_implementation": "eager"}
+
+
+@pytest.mark.skipif(_compat.has_accelerator(), reason="the rule for machines without a GPU")
+def test_several_launched_processes_on_cpus_train_as_one_group(monkeypatch):
+    """Under a launcher's N processes and no GPU, a config is set to form the gloo group (`use_cpu`); the two-process
+    run itself is tests/cli/test_multiprocess.py. (The config is settled alone: a real one would start the group.)"""
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(
+        use_cpu=False, bf16=False, fp16=False, model_init_kwargs=None, gradient_checkpointing=False,
+        gradient_checkpointing_kwargs=None,
+    )  # fmt: skip
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _compat.settle_devices(config)
+    assert config.use_cpu is True
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    config.use_cpu = False
+    _compat.settle_devices(config)
+    assert config.use_cpu is False

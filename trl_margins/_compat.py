@@ -20,7 +20,8 @@ is what changes.
   dataset preparation, signature columns, checkpoints, the loss, and the model card's name, paper and tags.
 - **TRL's metric store** (`record_metrics`) and DPO's token metrics (`record_token_metrics`), the reference-load guard
   (`without_reference_model`) and KTO's per-call weights (`kto_weights`).
-- **The precision and process policy** of machines without a GPU (`settle_precision`, `process_state`).
+- **The device policy** of machines without a GPU: precision, attention and process groups (`settle_devices`,
+  `process_state`).
 - **Removals TRL 1.16 announces for 2.0** that reach this package: `DPOConfig.use_liger_kernel` (the new way,
   `model_init_kwargs={"use_kernels": True}`, exists from TRL 1.16 only, so the old flag stays accepted here and
   passed through; `refuse_liger_bypass` reads it) and `compute_loss(..., return_outputs=True)` (the margin loss
@@ -200,7 +201,9 @@ def refuse_liger_bypass(use_liger_kernel: bool, knobs: list[str]) -> None:
     """Through TRL 1.13, `DPOTrainer.compute_loss` sends `use_liger_kernel=True` to `_compute_loss_liger`, TRL's own
     loss, so the knobs would silently do nothing: refuse the combination at config time."""
     if use_liger_kernel and knobs and LIGER_BYPASSES_LOSS:
-        raise ValueError(
+        from .errors import UsageError
+
+        raise UsageError(
             f"`use_liger_kernel=True` with {', '.join(knobs)} needs TRL >= 1.14 (TRL {TRL_VERSION} is installed): "
             "through TRL 1.13, DPOTrainer sends `use_liger_kernel` to its own Liger loss, which skips the "
             "trl-margins loss. Unset `use_liger_kernel`, or upgrade TRL."
@@ -211,7 +214,7 @@ def refuse_liger_bypass(use_liger_kernel: bool, knobs: list[str]) -> None:
 class TrainerHooks:
     """Mixed in before a TRL trainer class: TRL's private hooks call public methods of the margin trainer.
 
-    The trainer defines `method_name`, `model_card_paper()`, `model_card_tags()`, `add_pair_columns(...)`,
+    The trainer defines `method_name`, `model_card_paper()`, `model_card_tags()`, `before_tokenization(...)`,
     `after_tokenization(...)`, `extra_signature_columns()`, `save_checkpoint_states(folder)` and
     `restore_checkpoint_states(folder)` (`trainers/_base.py` has them). A `method_name` or paper of None means TRL's
     own (every knob off: the trainer is TRL's).
@@ -231,9 +234,9 @@ class TrainerHooks:
         return [*super()._tag_names, *self.model_card_tags()]
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        dataset = self.add_pair_columns(dataset, processing_class, args, dataset_name)
-        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        return self.after_tokenization(dataset, args)
+        dataset = self.before_tokenization(dataset, processing_class, args, dataset_name)
+        prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        return self.after_tokenization(dataset, prepared, args, dataset_name)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -429,15 +432,34 @@ def _warn_slow_cpu_bf16() -> None:
     )
 
 
-def settle_precision(config) -> None:
-    """What the margin configs do before TRL's `__post_init__`: pass TRL's default `gradient_checkpointing` under its
-    transformers 5 name and, on a machine without a GPU, settle half precision and pinned memory.
+def launched_processes() -> int:
+    """How many processes a launcher (`torchrun`, `accelerate launch`) started for this run: `WORLD_SIZE`, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def settle_attention(model_init_kwargs: dict | None) -> None:
+    """Without a GPU, a FlashAttention implementation (which needs CUDA, and would stop the run with an import error
+    while loading the model) becomes PyTorch's SDPA, with a warning; changes `model_init_kwargs` in place."""
+    attention = (model_init_kwargs or {}).get("attn_implementation")
+    if attention and str(attention).startswith("flash_attention") and not has_accelerator():
+        logger.warning("No GPU: `attn_implementation=%s` needs CUDA; using 'sdpa' instead.", attention)
+        model_init_kwargs["attn_implementation"] = "sdpa"
+
+
+def settle_devices(config) -> None:
+    """What the margin configs do before TRL's `__post_init__`: pass TRL's gradient-checkpointing defaults under their
+    transformers 5.23 names and, on a machine without a GPU, settle half precision, attention, pinned memory and the
+    process group.
 
     The rule without a GPU, the same for the Python API and the command line: half precision needs `use_cpu=True`.
     TRL's configs turn an unset `bf16` on, and transformers then refuses to start without a GPU unless `use_cpu` is
     set, so a script or recipe written for a GPU would stop on a CPU at its config. There, an unset `bf16` stays off
     (float32); a `bf16` or `fp16` that was asked for is turned off with a warning, unless `use_cpu=True` asks for
     the CPU explicitly: then it is kept, and warned about once when the CPU has no native bf16.
+
+    Several processes launched on a machine without a GPU (`torchrun --nproc_per_node N`, `accelerate launch
+    --num_processes N`) form one gloo group only with `use_cpu=True`; without it each would train its own copy of
+    the model on all the data, and all would write the same `output_dir`. So there `use_cpu` is set, with a note.
     """
     # TRL defaults the old name `gradient_checkpointing` to True, and recipes set `gradient_checkpointing_kwargs`,
     # which transformers 5.23+ warns about on every config: the same values under the new names
@@ -447,23 +469,27 @@ def settle_precision(config) -> None:
             setattr(config, new, getattr(config, old))
     if has_accelerator():
         return
+    settle_attention(config.model_init_kwargs if isinstance(config.model_init_kwargs, dict) else None)
     # Pinned memory only speeds up copies to a GPU: without one it does nothing, and torch warns on every loader
     config.dataloader_pin_memory = False
     asked = [name for name in ("bf16", "fp16") if getattr(config, name)]
     if config.use_cpu and asked:
         if config.bf16 and not cpu_has_native_bf16():
             _warn_slow_cpu_bf16()
-        return
-    if asked:
-        logger.warning(
-            "No GPU: %s is off, training in float32 (pass use_cpu=True to train in %s on the CPU).",
-            " and ".join(asked),
-            asked[0],
-        )
-    elif config.bf16 is None:
-        logger.info("No GPU: bf16 (TRL's default) is off, training in float32.")
-    for name in ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval"):
-        setattr(config, name, False)
+    else:
+        if asked:
+            logger.warning(
+                "No GPU: %s is off, training in float32 (pass use_cpu=True to train in %s on the CPU).",
+                " and ".join(asked),
+                asked[0],
+            )
+        elif config.bf16 is None:
+            logger.info("No GPU: bf16 (TRL's default) is off, training in float32.")
+        for name in ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval"):
+            setattr(config, name, False)
+    if launched_processes() > 1 and not config.use_cpu:
+        logger.info("%d processes on CPUs: use_cpu=True, so that they train as one gloo group.", launched_processes())
+        config.use_cpu = True
 
 
 def process_state():
@@ -479,8 +505,8 @@ def process_state():
 
     from .errors import UsageError
 
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (launched > 1 and not torch.cuda.is_available())
+    launched = launched_processes()
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (launched > 1 and not has_accelerator())
     state = PartialState(cpu=cpu)
     if launched > 1 and state.num_processes != launched:
         raise UsageError(

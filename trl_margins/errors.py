@@ -35,6 +35,12 @@ class DataError(TrlMarginsError):
     """A dataset whose columns or values can't give preference pairs with margins (a missing column, a bad score)."""
 
 
+def row_label(index: int) -> str:
+    """A dataset row as every message of this package names it: its index, counting from 0, as `dataset[index]` does
+    (the line of a .jsonl file is one more)."""
+    return f"row {index} (counting from 0)"
+
+
 def exit_status(error: TrlMarginsError) -> int:
     return 1 if isinstance(error, DataError) else 2
 

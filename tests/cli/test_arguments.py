@@ -202,9 +202,10 @@ def test_command_line_dataset_replaces_the_recipes(tmp_path):
 
 
 def test_demo_recipe_without_arguments(monkeypatch, tmp_path):
-    from trl_margins.cli import arguments
+    from trl_margins.data import loading
 
-    monkeypatch.setattr(arguments, "smollm2_path", lambda: str(tmp_path / "smollm2"))
+    (tmp_path / "smollm2").mkdir()
+    monkeypatch.setattr(loading, "smollm2_path", lambda: str(tmp_path / "smollm2"))
     script, args, model, _ = parse_args("mmpo", [])
     assert model.model_name_or_path == str(tmp_path / "smollm2")
     assert script.dataset_name == BUNDLED_DATASET and script.preference_eval
@@ -498,3 +499,13 @@ def test_evaluate_command_reproduces_the_after_numbers(tmp_path, tiny_model_dir,
     assert overall["mean_margin"] != 0.0
     for key in ("accuracy", "mean_margin", "ece", "brier", "nll"):
         assert overall[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
+
+
+def test_an_adapter_in_a_recipe_can_be_unset_from_the_command_line(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml", **base(tmp_path), dataset_adapter="shp", dataset_adapter_kwargs={"max_pairs_per_post": 5}
+    )
+    assert parse_args("mmpo", [recipe])[0].dataset_adapter == "shp"
+    for unset in ("none", "null", ""):
+        script = parse_args("mmpo", [recipe, "--dataset_adapter", unset])[0]
+        assert script.dataset_adapter is None and script.dataset_adapter_kwargs is None

@@ -60,17 +60,17 @@ def test_non_numeric_names_the_column_and_row():
             "score_rejected": ["0", "high"],
         }
     )
-    with pytest.raises(ValueError, match=r"'score_rejected' must hold numbers, but row 0 holds '0'"):
+    with pytest.raises(ValueError, match=r"'score_rejected' must hold numbers, but row 0.* holds '0'"):
         add_margin_column(ds)
 
 
 def test_none_is_reported_as_a_bad_row():
-    with pytest.raises(ValueError, match="row 1 holds None"):
+    with pytest.raises(ValueError, match="row 1.* holds None"):
         add_margin_column(_pairs([3.0, None], [1.0, 1.0]))
 
 
 def test_negative_margin_is_an_error_by_default():
-    with pytest.raises(ValueError, match=r"2 of 3 pairs .* negative margin.*first is row 0 \(margin -2\).*'swap'"):
+    with pytest.raises(ValueError, match=r"2 of 3 pairs .* negative margin.*first is row 0.* \(margin -2\).*'swap'"):
         add_margin_column(_pairs([1.0, 5.0, 2.0], [3.0, 4.0, 2.5]))
 
 
@@ -94,14 +94,14 @@ def test_streaming_dataset_is_checked_as_it_is_read():
     ds = _pairs([5.0, 1.0], [1.0, 2.0]).to_iterable_dataset()
     rows = add_margin_column(ds, negative_margins="swap")
     assert [r[MARGIN_COLUMN] for r in rows] == [4.0, 1.0]
-    with pytest.raises(ValueError, match="Row 1 .* negative margin"):
+    with pytest.raises(ValueError, match="row 1.* .* negative margin"):
         list(add_margin_column(_pairs([5.0, 1.0], [1.0, 2.0]).to_iterable_dataset()))
 
 
 def test_trainer_rejects_bad_scores_before_training(tiny_model_dir, tmp_path):
     ds = make_preference_dataset(8)
     ds = ds.map(lambda ex, i: {"score_chosen": float("nan") if i == 5 else ex["score_chosen"]}, with_indices=True)
-    with pytest.raises(ValueError, match="'score_chosen' holds a non-finite value \\(nan\\) at row 5"):
+    with pytest.raises(ValueError, match="'score_chosen' holds a non-finite value \\(nan\\) at row 5.*"):
         MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, mmpo_gamma=1.0)), train_dataset=ds)
 
 
@@ -162,7 +162,7 @@ def test_pair_weights_are_copied_and_a_missing_column_is_named():
     with pytest.raises(ValueError, match="no column 'weight'.*Columns present"):
         add_weight_column(_weighted([1.0]), "weight")
     streamed = add_weight_column(_weighted([1.0, -1.0]).to_iterable_dataset(), "w")
-    with pytest.raises(ValueError, match="negative pair weight .* at row 1"):
+    with pytest.raises(ValueError, match="negative pair weight .* at row 1.*"):
         list(streamed)
 
 
@@ -179,5 +179,5 @@ def test_dropped_pairs_take_their_weights_with_them(tiny_model_dir, tmp_path):
 
 def test_trainer_rejects_bad_weights_before_training(tiny_model_dir, tmp_path):
     ds = make_preference_dataset(8).add_column("w", [1.0] * 6 + [-2.0, 1.0])
-    with pytest.raises(ValueError, match="'w' holds a negative pair weight \\(-2\\) at row 6"):
+    with pytest.raises(ValueError, match="'w' holds a negative pair weight \\(-2\\) at row 6.*"):
         MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, weight_column="w")), train_dataset=ds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import socket
 import subprocess
@@ -19,15 +20,8 @@ from tests.helpers import WORDS, make_preference_dataset, subprocess_env
 from trl_margins.cli import main
 from trl_margins.data.adapters import apply_dataset_adapter
 from trl_margins.errors import DataError, UsageError
-from trl_margins.pairs.annotate import (
-    AnnotateConfig,
-    annotate,
-    load_reward_model,
-    score_rows,
-    shard_path,
-    shard_ranges,
-    shards_of_rank,
-)
+from trl_margins.pairs.annotate import AnnotateConfig, annotate, load_reward_model, score_rows
+from trl_margins.pairs.shards import shard_path, shard_ranges, shards_of_rank
 
 
 def _completions(n: int = 7, k: int = 3, seed: int = 0) -> Dataset:
@@ -109,8 +103,57 @@ def test_two_ranks_merge_in_input_order_and_a_run_resumes(rm, tmp_path):
     assert resumed.scored_shards == [2] and resumed.skipped_shards == [0, 1, 3]
     assert load_dataset("json", data_files=str(resumed.output), split="train")["prompt"] == data["prompt"]
     # other settings can't reuse those shards
-    with pytest.raises(UsageError, match="another annotate run.*max_length"):
+    with pytest.raises(UsageError, match="another run.*max_length"):
         annotate(model, tokenizer, data, AnnotateConfig(config.output_dir, shard_size=2, max_length=8))
+
+
+def test_a_resume_scores_again_the_shards_whose_rows_changed(rm, tmp_path, caplog):
+    model, tokenizer = rm
+    config = AnnotateConfig(str(tmp_path / "out"), shard_size=2)
+    data = _completions(7, seed=1)
+    first = annotate(model, tokenizer, data, config)
+    # the same path and row count, other rows in shard 1 (rows 2-3): only that shard is scored again
+    rows = data.to_list()
+    rows[3]["prompt"] = rows[3]["prompt"] + " again"
+    with caplog.at_level("WARNING", logger="trl_margins.pairs.annotate"):
+        again = annotate(model, tokenizer, Dataset.from_list(rows), config)
+    assert again.rescored_shards == [1] and again.scored_shards == [1] and again.skipped_shards == [0, 2, 3]
+    assert "scored again: [1]" in caplog.text
+    merged = load_dataset("json", data_files=str(again.output), split="train")
+    assert merged["prompt"][3].endswith(" again")
+    assert (
+        merged["all_rm_scores"][:2]
+        == load_dataset("json", data_files=str(first.output), split="train")["all_rm_scores"][:2]
+    )
+
+
+def test_one_run_per_output_folder(rm, tmp_path, caplog):
+    from trl_margins.pairs import shards
+
+    model, tokenizer = rm
+    out = tmp_path / "out"
+    out.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"run": "another", "pid": live.pid, "host": socket.gethostname(), "since": "now"}
+        (out / shards.LOCK_FILE).write_text(json.dumps(lock))
+        with pytest.raises(UsageError, match=f"being written by process {live.pid} on .*give another --output_dir"):
+            annotate(model, tokenizer, _completions(3), AnnotateConfig(str(out)))
+    finally:
+        live.kill()
+        live.wait()
+    # the same lock, its process gone: taken over, with a warning, and released at the end
+    with caplog.at_level("WARNING", logger="trl_margins.pairs.shards"):
+        report = annotate(model, tokenizer, _completions(3), AnnotateConfig(str(out)))
+    assert report.output is not None and "which is gone" in caplog.text
+    assert not (out / shards.LOCK_FILE).exists()
+
+
+def test_temporary_files_are_unique_per_process(tmp_path):
+    from trl_margins.pairs.shards import tmp_path as temporary
+
+    name = temporary(tmp_path / "shard-00000.jsonl").name
+    assert str(os.getpid()) in name and socket.gethostname() in name and name.endswith(".tmp")
 
 
 def test_torchrun_with_two_processes_writes_the_one_process_output(tiny_rm_dir, tmp_path):
@@ -148,13 +191,21 @@ def test_annotated_completions_feed_the_reward_annotated_adapter(rm, tmp_path):
 @pytest.mark.parametrize(
     "rows, error, match",
     [
-        ([{"prompt": "a", "all_generated_responses": ["good"]}], DataError, "Row 0.*at least 2.*got 1"),
+        (
+            [{"prompt": "a", "all_generated_responses": ["good"]}],
+            DataError,
+            "row 0.*at least 2.*got 1",
+        ),
         (
             [{"prompt": "a", "all_generated_responses": ["good", "  "]}],
             DataError,
-            r"Row 0.*all_generated_responses\[1\]` is empty",
+            r"row 0.*all_generated_responses\[1\]` is empty",
         ),  # fmt: skip
-        ([{"prompt": "a", "chosen": "good", "rejected": ""}], DataError, "Row 0.*`rejected` is empty"),
+        (
+            [{"prompt": "a", "chosen": "good", "rejected": ""}],
+            DataError,
+            "row 0.*`rejected` is empty",
+        ),
         ([{"prompt": "a", "text": "good"}], DataError, "Nothing to score"),
         (
             [{"prompt": "a", "chosen": "b", "rejected": "c", "score_chosen": 1.0}],
@@ -174,7 +225,7 @@ def test_nan_scores_stop_with_the_row(rm, tmp_path):
     broken = AutoModelForSequenceClassification.from_pretrained(model.name_or_path)
     with torch.no_grad():
         broken.score.weight.fill_(math.nan)
-    with pytest.raises(DataError, match="Row 0: the reward model scored `chosen` as nan.*--dtype float32"):
+    with pytest.raises(DataError, match="row 0.*: the reward model scored `chosen` as nan.*--dtype float32"):
         score_rows(broken, tokenizer, make_preference_dataset(2, scores=False), AnnotateConfig(str(tmp_path)))
 
 

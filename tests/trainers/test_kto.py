@@ -88,7 +88,7 @@ def test_bad_scores_name_the_column_and_row(tiny_model_dir, tmp_path):
             train_dataset=ds,
         )  # fmt: skip
     bad = ds.map(lambda r, i: {"score": float("nan") if i == 5 else r["score"]}, with_indices=True)
-    with pytest.raises(ValueError, match="'score' holds a non-finite value \\(nan\\) at row 5"):
+    with pytest.raises(ValueError, match="'score' holds a non-finite value \\(nan\\) at row 5.*"):
         MMPOKTOTrainer(tiny_model_dir, args=args, train_dataset=bad)
     with pytest.raises(ValueError, match="mmpo_gamma"):
         MMPOKTOConfig(**_kto_args(tmp_path, mmpo_gamma=-1.0))

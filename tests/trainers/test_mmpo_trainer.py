@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -361,7 +362,7 @@ def test_odpo_refuses_ties_with_the_log_offset_and_dynamic_margins(tiny_model_di
     ds = make_preference_dataset(8).map(
         lambda r, i: {"score_chosen": r["score_rejected"] if i == 3 else r["score_rejected"] + 1.0}, with_indices=True
     )
-    with pytest.raises(ValueError, match="margin of 0 .* the first is row 3. ODPO's log offset"):
+    with pytest.raises(ValueError, match="margin of 0 .* the first is row 3.*. ODPO's log offset"):
         MMPOTrainer(tiny_model_dir, args=MMPOConfig(**base_args(tmp_path, odpo_alpha=1.0)), train_dataset=ds)
     # The identity scaling takes a tie (offset 0)
     MMPOTrainer(
@@ -421,3 +422,43 @@ def test_return_outputs_recomputes_the_logits_and_warns_as_trl_does(tiny_model_d
         again, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
     assert torch.equal(loss, again)
     assert outputs.logits.shape[:2] == batch["input_ids"].shape
+
+
+def test_pairs_that_max_length_drops_are_counted(tiny_model_dir, tmp_path, caplog):
+    """TRL drops pairs whose prompt alone fills `max_length`: the count, the reason and the fix are logged, and a
+    dataset that loses every pair stops before training."""
+    from trl_margins.errors import DataError
+
+    data = make_preference_dataset(6).to_list()
+    for row in data[:2]:
+        row["prompt"] = "the " * 60
+    with caplog.at_level("WARNING", logger="trl_margins.trainers._base"):
+        trainer = MMPOTrainer(
+            tiny_model_dir,
+            args=MMPOConfig(**base_args(tmp_path, max_length=24)),
+            train_dataset=Dataset.from_list(data),
+        )
+    assert len(trainer.train_dataset) == 4
+    assert "Dropped 2 of 6 rows of the train dataset: the prompt alone fills `max_length` (24 tokens)" in caplog.text
+    with pytest.raises(DataError, match="Every one of the 2 rows of the train dataset was dropped"):
+        MMPOTrainer(
+            tiny_model_dir,
+            args=MMPOConfig(**base_args(tmp_path, max_length=24)),
+            train_dataset=Dataset.from_list(data[:2]),
+        )
+
+
+def test_empty_or_mixed_rows_are_refused_with_the_row(tiny_model_dir, tmp_path):
+    from trl_margins.errors import DataError
+
+    args = MMPOConfig(**base_args(tmp_path))
+    data = make_preference_dataset(3).to_list()
+    data[1]["chosen"] = " "
+    with pytest.raises(DataError, match=r"row 1 \(counting from 0\) of the train dataset: `chosen` is empty"):
+        MMPOTrainer(tiny_model_dir, args=args, train_dataset=Dataset.from_list(data))
+    # A column holds one type (Arrow's rule), so text and messages mix across the columns of a row
+    mixed = [{**row, "rejected": [{"role": "assistant", "content": row["rejected"]}]} for row in data[:1]]
+    with pytest.raises(
+        DataError, match="row 0 .* mixes text and messages: .*`chosen` is text, `rejected` is messages"
+    ):
+        MMPOTrainer(tiny_model_dir, args=args, train_dataset=Dataset.from_list(mixed))

@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .._compat import process_state
-from ..data.loading import load_preference_dataset
+from ..data.loading import load_preference_dataset, resolve_model
 from ..errors import UsageError, run_command
 from ..pairs.annotate import AnnotateConfig, AnnotateReport, annotate, load_reward_model, resolve_dtype
+from ..pairs.shards import check_lock
 from .arguments import DataclassParser
+from .output import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ def run(argv: Sequence[str]) -> AnnotateReport:
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
     state = process_state()  # one process, or this one's rank under `accelerate launch` / `torchrun`
+    check_writable(config.output_dir, "--output_dir")
+    check_lock(config.output_dir)  # another run writing there stops this one before it loads anything
+    reward_model = resolve_model(args.reward_model, "--reward_model")
     dataset = load_preference_dataset(args.dataset, args.split, args.dataset_config)
     if args.max_samples is not None:
         if args.max_samples < 1:
@@ -57,7 +62,7 @@ def run(argv: Sequence[str]) -> AnnotateReport:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     dtype = resolve_dtype(args.dtype, state.device)
     model, tokenizer = load_reward_model(
-        args.reward_model, dtype=dtype, device=state.device, trust_remote_code=args.trust_remote_code
+        reward_model, dtype=dtype, device=state.device, trust_remote_code=args.trust_remote_code
     )
     source = {"reward_model": args.reward_model, "dataset": args.dataset, "split": args.split, "dtype": str(dtype)}
     report = annotate(

@@ -14,11 +14,13 @@ does; one that names neither runs the offline demo recipe (`trl_margins.cli.demo
 adjusts in the same way. Parsing only: the run itself is `trl_margins.cli.train`.
 """
 
+import argparse
 import dataclasses
 import difflib
 import inspect
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
 
 from ..data.adapters import DATASET_ADAPTERS
-from ..data.assets import BUNDLED_MODEL, BUNDLED_REWARD_BACKBONE, minilm_path, smollm2_path
+from ..data.loading import resolve_model
 from ..errors import RaisingParserMixin, TrlMarginsError, UsageError
 from ..trainers import (
     GammaPOConfig,
@@ -160,6 +162,31 @@ class MarginScriptArguments(ScriptArguments):
 
 
 _DATASET_SOURCES = ("dataset_name", "dataset_mixture", "dataset_mixer", "datasets")
+_OPTIONAL_CHOICES = ("dataset_adapter",)
+"""Options with choices whose default is None: `none`, `null` or an empty value on the command line unsets them."""
+_NULLS = ("none", "null", "")
+
+
+def adapter_name(value: str) -> str | None:
+    """An argparse `type`: a dataset adapter's name, or None for `none`, `null` or an empty value."""
+    if value.lower() in _NULLS:
+        return None
+    if value not in DATASET_ADAPTERS:
+        raise argparse.ArgumentTypeError(
+            f"unknown dataset adapter {value!r}; choose one of {sorted(DATASET_ADAPTERS)}"
+        )
+    return value
+
+
+def json_mapping(value: str) -> dict:
+    """An argparse `type`: a JSON object."""
+    try:
+        mapping = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not a JSON object: {e}") from e
+    if not isinstance(mapping, dict):
+        raise argparse.ArgumentTypeError("not a JSON object")
+    return mapping
 
 
 def _unknown_choice_error(what: str, value: Any, choices) -> UsageError:
@@ -276,6 +303,10 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
         if key not in options:
             raise _unknown_key_error(key, options, "command line", mode)
         given.add(key)
+        if key in _OPTIONAL_CHOICES and isinstance(value, str) and value.lower() in _NULLS:
+            recipe[key] = None  # `--dataset_adapter none` unsets a recipe's adapter, and its options with it
+            recipe.pop(f"{key}_kwargs", None)
+            continue
         if key == "model_init_kwargs" and isinstance(value, str) and value.startswith("{"):
             value = json.dumps(map_model_init_kwargs(json.loads(value), "command line"))
         argv_out += [f"--{key}"] + ([] if value is FLAG else value if isinstance(value, list) else [value])
@@ -294,7 +325,14 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
             if value is not None and value not in action.choices:
                 raise _unknown_choice_error(f"`{action.dest}` in {where}:", value, action.choices)
     parser.set_defaults_with_config(**recipe)
-    namespace, remaining = parser.parse_known_args(argv_out)
+    try:
+        namespace, remaining = parser.parse_known_args(argv_out)
+    except UsageError as e:
+        # argparse converts the recipe's string values too: say which file a bad one came from
+        key = re.search(r"argument --(\w+)", str(e))
+        if key is None or key.group(1) not in recipe or key.group(1) in given:
+            raise
+        raise UsageError(f"{where}: `{key.group(1)}: {recipe[key.group(1)]!r}`: {e}") from e
     if remaining:
         raise UsageError(f"Could not parse {' '.join(remaining)}.")
     outputs = []
@@ -311,10 +349,11 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     script_args, training_args, model_args, dataset_args = outputs
     if model_args.model_name_or_path is None:
         raise UsageError("Set `model_name_or_path` (a hub id or a local folder).")
-    if model_args.model_name_or_path == BUNDLED_MODEL:
-        model_args.model_name_or_path = smollm2_path()
-    elif model_args.model_name_or_path == BUNDLED_REWARD_BACKBONE:
-        model_args.model_name_or_path = minilm_path()
+    model_args.model_name_or_path = resolve_model(model_args.model_name_or_path, "`model_name_or_path`")
+    if script_args.tokenizer_name_or_path is not None:
+        script_args.tokenizer_name_or_path = resolve_model(
+            script_args.tokenizer_name_or_path, "`tokenizer_name_or_path`"
+        )
     if dataset_args.datasets and any(getattr(script_args, k) is not None for k in _DATASET_SOURCES[:3]):
         raise UsageError("Give one dataset source: TRL's `datasets` list or a `dataset_*` key, not both.")
     return script_args, training_args, model_args, dataset_args

@@ -28,8 +28,10 @@ from typing import Any
 
 import torch
 
-from ..data.formatting import as_conversational
-from ..data.loading import load_preference_dataset
+from .._compat import process_state
+from ..data.adapters import DATASET_ADAPTERS, apply_dataset_adapter
+from ..data.formatting import as_conversational, check_responses
+from ..data.loading import load_preference_dataset, resolve_model
 from ..data.margins import MARGIN_COLUMN, NEGATIVE_MARGIN_POLICIES, add_margins_from
 from ..errors import ArgumentParser, UsageError, run_command
 from ..evaluation.calibration import CALIBRATION_BINS, ece_label, preference_metrics, subset_metrics
@@ -41,8 +43,10 @@ from ..evaluation.rewardbench import (
     rewardbench2_report,
     rewardbench_section_scores,
 )
-from ..evaluation.rewards import policy_rewards, reward_model_scores
+from ..evaluation.rewards import load_scoring_model, policy_rewards, reward_model_scores, scoring_model_kind
 from ..losses import REWARD_TYPES, soft_target_probs
+from .arguments import adapter_name, json_mapping
+from .output import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +99,19 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     data.add_argument("--dataset_config", default=None, help="Configuration name of a hub dataset.")
     data.add_argument(
+        "--dataset_adapter",
+        default=None,
+        type=adapter_name,
+        help="Turn the rows into scored pairs first, as training does (`dataset_adapter`): one of "
+        f"{sorted(DATASET_ADAPTERS)}, or none.",
+    )
+    data.add_argument(
+        "--dataset_adapter_kwargs",
+        default=None,
+        type=json_mapping,
+        help="Options of the dataset adapter, a JSON object (as training's `dataset_adapter_kwargs`).",
+    )
+    data.add_argument(
         "--format",
         choices=FORMATS,
         default="auto",
@@ -142,47 +159,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def _model_kind(args: argparse.Namespace) -> tuple[str, str | None]:
     """``(model_type, base model of a PEFT adapter or None)``, from the flags or the model's config."""
-    from transformers import AutoConfig
-    from transformers.utils import find_adapter_config_file
-
-    adapter_base, task_type = None, None
-    if find_adapter_config_file(args.model) is not None:
-        from peft import PeftConfig
-
-        peft_config = PeftConfig.from_pretrained(args.model)
-        adapter_base, task_type = peft_config.base_model_name_or_path, str(peft_config.task_type or "")
-    if args.reward_type is not None:
-        if args.model_type not in (None, args.reward_type):
-            raise UsageError(
-                f"--reward_type {args.reward_type} means --model_type {args.reward_type}, not {args.model_type}."
-            )
-        return args.reward_type, adapter_base
-    if args.model_type is not None:
-        return args.model_type, adapter_base
-    if task_type:
-        return ("rm" if "SEQ_CLS" in task_type else "dpo"), adapter_base
-    architectures = AutoConfig.from_pretrained(adapter_base or args.model).architectures or []
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        return "rm", adapter_base
-    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures):
-        return "dpo", adapter_base
-    raise UsageError(
-        f"Can't tell the kind of model from its architectures {architectures}: pass --model_type rm|dpo|simpo."
-    )
-
-
-def _load(model_id: str, kind: str, is_adapter: bool, dtype, device: str):
-    if kind == "rm":
-        from transformers import AutoModelForSequenceClassification as auto_class
-
-        if is_adapter:
-            from peft import AutoPeftModelForSequenceClassification as auto_class
-    else:
-        from transformers import AutoModelForCausalLM as auto_class
-
-        if is_adapter:
-            from peft import AutoPeftModelForCausalLM as auto_class
-    return auto_class.from_pretrained(model_id, dtype=dtype).to(device)
+    if args.reward_type is not None and args.model_type not in (None, args.reward_type):
+        raise UsageError(
+            f"--reward_type {args.reward_type} means --model_type {args.reward_type}, not {args.model_type}."
+        )
+    kind, adapter_base = scoring_model_kind(args.model, args.reward_type or args.model_type)
+    if kind is None:
+        raise UsageError(
+            f"Can't tell the kind of model {args.model} from its architectures: pass --model_type rm|dpo|simpo."
+        )
+    return kind, adapter_base
 
 
 def _targets(dataset, args: argparse.Namespace) -> tuple[Any, torch.Tensor | None, str]:
@@ -241,10 +227,10 @@ def _rewards(args: argparse.Namespace, kind: str, adapter_base: str | None, beta
         if adapter_base is None or args.tokenizer:
             raise
         tokenizer = AutoTokenizer.from_pretrained(adapter_base)  # an adapter saved without its tokenizer
-    model = _load(args.model, kind, adapter_base is not None, dtype, device)
+    model = load_scoring_model(args.model, kind, adapter_base is not None, dtype, device)
     if kind == "rm":
         return reward_model_scores(model, tokenizer, dataset, args.batch_size, args.max_length)
-    ref_model = _load(args.ref_model, kind, False, dtype, device) if args.ref_model else None
+    ref_model = load_scoring_model(args.ref_model, kind, False, dtype, device) if args.ref_model else None
     return policy_rewards(
         model, tokenizer, dataset, beta, ref_model=ref_model, reward_type=kind, batch_size=args.batch_size,
         max_length=args.max_length,
@@ -274,15 +260,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             import matplotlib  # noqa: F401
         except ImportError as e:
             raise ImportError("Plots need matplotlib: `pip install 'trl-margins[plot]'`, or pass --no_plots.") from e
+    if process_state().num_processes > 1:
+        raise UsageError("evaluate scores in one process: run it without torchrun or accelerate launch.")
+    args.model = resolve_model(args.model, "--model")
+    args.ref_model = resolve_model(args.ref_model, "--ref_model") if args.ref_model else None
+    args.tokenizer = resolve_model(args.tokenizer, "--tokenizer") if args.tokenizer else None
+    check_writable(args.output_dir, "--output_dir")
     kind, adapter_base = _model_kind(args)
     beta = args.beta if args.beta is not None else _DEFAULT_BETA.get(kind)
     _check_model_flags(args, kind, adapter_base)
 
     dataset = load_preference_dataset(args.dataset, args.split, args.dataset_config)
+    dataset = apply_dataset_adapter(args.dataset_adapter, dataset, **(args.dataset_adapter_kwargs or {}))
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    rewardbench2_rows = _is_rewardbench2(dataset, args.format)
+    if not rewardbench2_rows:
+        check_responses(dataset, "evaluation")
     rb2_rows = None
-    if _is_rewardbench2(dataset, args.format):
+    if rewardbench2_rows:
         if args.gamma is not None or args.prob_column is not None:
             raise UsageError("RewardBench 2 rows are ranked against hard labels: drop --gamma / --prob_column.")
         from datasets import Dataset

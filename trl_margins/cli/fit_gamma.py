@@ -13,17 +13,21 @@ Prints the fitted gamma, the mean target probability it gives, and the fit's cro
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from datasets import Dataset
 
-from ..data.loading import load_source
-from ..data.margins import column_values
+from .._compat import process_state
+from ..data.loading import check_split, load_source
+from ..data.margins import COMMAND_COLUMN_HINT, column_values
 from ..errors import ArgumentParser, UsageError, run_command
 from ..pairs.fit_gamma import fit_gamma, preference_probs_from_votes, soft_target_nll
+from .output import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--dataset_config", default=None, help="Configuration name of a hub dataset.")
     data.add_argument("--split", default=None, help="Split to fit on (default: the only one, or 'train').")
+    data.add_argument(
+        "--output", default=None, help="Also write the fit (gamma, NLL, the sources) to this .json file."
+    )
 
     margins = parser.add_argument_group("margins (as training reads them)")
     margins.add_argument("--score_chosen_column", default="score_chosen")
@@ -82,18 +89,23 @@ def _load_split(name: str, config: str | None, split: str | None) -> tuple[Datas
         return dataset, split or "train"
     if split is None:
         split = next(iter(dataset)) if len(dataset) == 1 else "train"
-    if split not in dataset:
-        raise UsageError(f"{name} has no split {split!r}; its splits are {sorted(dataset)}: choose one with --split.")
+    check_split(dataset, split, "--split")
     return dataset[split], split
 
 
 def run(args: argparse.Namespace) -> dict[str, float | int | str]:
     """Fit as `main` does, from parsed arguments; prints the report and returns its numbers."""
     _check_sources(args)
+    if process_state().num_processes > 1:
+        raise UsageError("fit-gamma runs in one process: run it without torchrun or accelerate launch.")
+    if args.output is not None:
+        if Path(args.output).suffix != ".json":
+            raise UsageError(f"--output must be a .json file, got {args.output}.")
+        check_writable(args.output, "--output", file=True)
     dataset, split = _load_split(args.dataset, args.dataset_config, args.split)
 
     def column(name: str) -> torch.Tensor:
-        return torch.tensor(column_values(dataset, name), dtype=torch.float64)
+        return torch.tensor(column_values(dataset, name, COMMAND_COLUMN_HINT), dtype=torch.float64)
 
     if args.margin_column is not None:
         margins, margin_source = column(args.margin_column), args.margin_column
@@ -133,6 +145,10 @@ def run(args: argparse.Namespace) -> dict[str, float | int | str]:
     print(f"  mmpo_gamma          {gamma:.4f}")
     print(f"  mean target prob    {mean_target:.4f} (empirical mean {mean_empirical:.4f})")
     print(f"  NLL                 {nll:.4f} nats per pair (entropy of the empirical probabilities: {floor:.4f})")
+    if args.output is not None:
+        sources = {"margins": margin_source, "targets": target_source}
+        Path(args.output).write_text(json.dumps({**result, **sources}, indent=2) + "\n")
+        print(f"  written to {args.output}")
     return result
 
 

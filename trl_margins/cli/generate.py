@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.assets import BUNDLED_MODEL, smollm2_path
-from ..data.loading import load_preference_dataset
+from .._compat import process_state
+from ..data.loading import load_preference_dataset, resolve_model
 from ..errors import UsageError, run_command
 from ..pairs.annotate import resolve_dtype
 from ..pairs.generate import GenerateConfig, generate_completions, unique_prompts, write_generation
 from .arguments import DataclassParser
+from .output import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,8 @@ class GenerateArguments:
 def _load_policy(name: str, dtype, device: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = str(smollm2_path()) if name == BUNDLED_MODEL else name
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    return model.to(device), AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+    return model.to(device), AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
 
 
 def run(argv: Sequence[str]) -> Path:
@@ -56,11 +56,15 @@ def run(argv: Sequence[str]) -> Path:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
     if Path(args.output).suffix != ".jsonl":
         raise UsageError(f"--output must be a .jsonl file, got {args.output}.")
+    if process_state().num_processes > 1:
+        raise UsageError("generate samples in one process: run it without torchrun or accelerate launch.")
+    check_writable(args.output, "--output", file=True)
+    policy = resolve_model(args.policy, "--policy")
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     prompts = unique_prompts(load_preference_dataset(args.dataset, args.split, args.dataset_config), args.max_prompts)
-    model, tokenizer = _load_policy(args.policy, resolve_dtype(args.dtype, device), device, args.trust_remote_code)
+    model, tokenizer = _load_policy(policy, resolve_dtype(args.dtype, device), device, args.trust_remote_code)
     rows = generate_completions(model, tokenizer, prompts, config)
     source = {"policy": args.policy, "dataset": args.dataset, "split": args.split, "dtype": args.dtype}
     sidecar = write_generation(rows, args.output, config, source)

@@ -19,10 +19,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._compat import process_state
 from ..data.adapters import DATASET_ADAPTERS, apply_dataset_adapter
-from ..data.loading import load_preference_dataset
+from ..data.loading import load_preference_dataset, resolve_model
 from ..errors import ArgumentParser, UsageError, run_command
 from ..pairs.select import SelectionReport, mean_logp_margins, select_by_alignment_potential, select_by_margin
+from .arguments import adapter_name
+from .output import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset_adapter",
         default=None,
-        choices=sorted(DATASET_ADAPTERS),
-        help="Turn the rows into scored pairs first (reward_annotated: best vs worst of all_rm_scores, chat turns).",
+        type=adapter_name,
+        help=f"Turn the rows into scored pairs first: one of {sorted(DATASET_ADAPTERS)}, or none (reward_annotated: "
+        "best vs worst of all_rm_scores, chat turns).",
     )
     rule = parser.add_argument_group("rule (one)")
     rule.add_argument("--min_margin", type=float, help="Keep margins > this (the MMPO paper's Table 3 baseline).")
@@ -60,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> SelectionReport:
     if Path(args.output).suffix != ".jsonl":
         raise UsageError(f"--output must be a .jsonl file, got {args.output}.")
+    if process_state().num_processes > 1:
+        raise UsageError("select runs in one process: run it without torchrun or accelerate launch.")
+    check_writable(args.output, "--output", file=True)
+    policy = resolve_model(args.policy, "--policy") if args.policy is not None else None
     columns = {
         "score_chosen_column": args.score_chosen_column,
         "score_rejected_column": args.score_rejected_column,
@@ -68,17 +76,14 @@ def run(args: argparse.Namespace) -> SelectionReport:
     dataset = apply_dataset_adapter(
         args.dataset_adapter, load_preference_dataset(args.dataset, args.split, args.dataset_config)
     )
-    if args.policy is not None:
+    if policy is not None:
         if args.keep_fraction is None or args.min_margin is not None or args.min_quantile is not None:
             raise UsageError(
                 "--policy (alignment potential) takes --keep_fraction, and no --min_margin/--min_quantile."
             )
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model, tokenizer = (
-            AutoModelForCausalLM.from_pretrained(args.policy),
-            AutoTokenizer.from_pretrained(args.policy),
-        )
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(policy), AutoTokenizer.from_pretrained(policy)
         implicit = mean_logp_margins(model, tokenizer, dataset, args.batch_size)
         selected, report = select_by_alignment_potential(
             dataset, implicit, keep_fraction=args.keep_fraction, logp_weight=args.logp_weight, **columns
@@ -89,7 +94,6 @@ def run(args: argparse.Namespace) -> SelectionReport:
         selected, report = select_by_margin(
             dataset, min_margin=args.min_margin, min_quantile=args.min_quantile, **columns
         )
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     selected.to_json(args.output, lines=True, force_ascii=False)
     print(f"select {report} -> {args.output}")
     return report

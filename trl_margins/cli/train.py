@@ -21,14 +21,16 @@ from transformers import AutoTokenizer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import DatasetMixtureConfig, ModelConfig, get_peft_config, get_quantization_config
 
+from .._compat import process_state, settle_attention
 from ..data.adapters import apply_dataset_adapter
 from ..data.formatting import as_conversational, unpair_preferences
-from ..data.loading import load_source
+from ..data.loading import check_split, load_source
 from ..data.mixtures import ColumnNeeds, handbook_mixer, handbook_mixture, trl_mixture
 from ..errors import UsageError, run_command
 from ..evaluation.before_after import constant_half, evaluate_pairs, format_comparison, preference_targets
 from ..evaluation.calibration import CALIBRATION_BINS
 from .arguments import MODES, MarginScriptArguments, make_parser, parse_args
+from .output import check_writable
 from .recipe_keys import REMOVED_KEYS, RENAMED_KEYS
 
 logger = logging.getLogger(__name__)
@@ -74,8 +76,7 @@ def load_splits(
         raise UsageError("Name a dataset: `dataset_name`, `dataset_mixture`, `dataset_mixer` or TRL's `datasets`.")
     if isinstance(dataset, (Dataset, IterableDataset)):  # a single local file: one split
         dataset = DatasetDict({train_split: dataset})
-    if train_split not in dataset:
-        raise UsageError(f"The dataset has no split {train_split!r}; its splits are {sorted(dataset)}.")
+    check_split(dataset, train_split, "--dataset_train_split")
     train, test = dataset[train_split], dataset.get(test_split)
 
     adapter_kwargs = script_args.dataset_adapter_kwargs or {}
@@ -111,11 +112,14 @@ def _setup_logging(training_args: TrainingArguments) -> None:
 
 
 def _tokenizer(model_args: ModelConfig, script_args: MarginScriptArguments, training_args: TrainingArguments):
-    tokenizer = AutoTokenizer.from_pretrained(
-        script_args.tokenizer_name_or_path or model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-    )
+    name = script_args.tokenizer_name_or_path or model_args.model_name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+        )
+    except OSError as e:  # not on the hub, the hub unreachable, or a folder without a tokenizer
+        reason = " ".join(str(e).split())[:400]
+        raise UsageError(f"could not load the tokenizer of {name}: {reason}") from e
     if script_args.chat_template is not None:
         tokenizer.chat_template = script_args.chat_template
     return tokenizer
@@ -125,6 +129,8 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
     """Train (resuming from the last checkpoint in `output_dir`), save, evaluate. Returns what it reports."""
     started = time.monotonic()
     _setup_logging(training_args)
+    process_state()  # several CPU processes form one gloo group, or stop here
+    check_writable(training_args.output_dir, "--output_dir")
     set_seed(training_args.seed)
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and not script_args.overwrite_output_dir and os.path.isdir(training_args.output_dir):
@@ -139,6 +145,7 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
         "dtype": model_args.dtype,
     }
     model_init_kwargs.update(training_args.model_init_kwargs or {})
+    settle_attention(model_init_kwargs)
     training_args.model_init_kwargs = model_init_kwargs
     if mode == "reward" and model_args.use_peft and model_args.lora_task_type == "CAUSAL_LM":
         logger.info("A reward model is a sequence classifier: LoRA task type SEQ_CLS.")

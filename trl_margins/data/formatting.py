@@ -15,7 +15,16 @@ from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from trl.data_utils import extract_prompt, is_conversational
 
-__all__ = ["as_conversational", "tokenize_for_policy", "tokenize_for_reward_model", "unpair_preferences"]
+from ..errors import DataError, row_label
+
+__all__ = [
+    "as_conversational",
+    "check_responses",
+    "is_empty_response",
+    "tokenize_for_policy",
+    "tokenize_for_reward_model",
+    "unpair_preferences",
+]
 
 
 def as_conversational(example: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +38,53 @@ def as_conversational(example: dict[str, Any]) -> dict[str, Any]:
         "chosen": [{"role": "assistant", "content": example["chosen"]}],
         "rejected": [{"role": "assistant", "content": example["rejected"]}],
     }
+
+
+def is_empty_response(response: Any) -> bool:
+    """Whether a response has no text: an empty or blank string, or messages whose non-user turns are all empty."""
+    if isinstance(response, list):  # messages: the assistant turn(s)
+        return all(not str(m.get("content") or "").strip() for m in response if m.get("role") != "user")
+    return not str(response or "").strip()
+
+
+def _form(value: Any) -> str:
+    return "messages" if isinstance(value, list) else "text" if isinstance(value, str) else type(value).__name__
+
+
+def check_responses(dataset: Dataset | IterableDataset, dataset_name: str = "train") -> None:
+    """Before TRL's tokenization: every response is non-empty, and every row is in one form, either text (strings)
+    or conversational (message lists), as TRL's trainers require; a `DataError` names the first offending row.
+
+    Reads the response columns that are there (`chosen` and `rejected` of pairs, `completion` of KTO's rows) and the
+    `prompt`. An already tokenized dataset, or a streamed one (whose rows are not read up front), is left alone.
+    """
+    if not isinstance(dataset, Dataset):
+        return
+    responses = [c for c in ("chosen", "rejected", "completion") if c in dataset.column_names]
+    if not responses or "chosen_ids" in dataset.column_names or "completion_ids" in dataset.column_names:
+        return
+    columns = [c for c in ("prompt", *responses) if c in dataset.column_names]
+    expected = None
+    for i, example in enumerate(dataset.select_columns(columns)):
+        forms = {c: _form(example[c]) for c in columns}
+        for column in responses:
+            if is_empty_response(example[column]):
+                raise DataError(
+                    f"{row_label(i)} of the {dataset_name} dataset: `{column}` is empty, and a preference for or "
+                    "against no answer teaches nothing. Drop such rows (`dataset.filter(...)`) or fix them."
+                )
+        if expected is None:
+            expected = forms
+        if len(set(forms.values())) > 1 or forms != expected:
+            found = ", ".join(f"`{c}` is {f}" for c, f in forms.items())
+            if len(set(forms.values())) == 1:
+                found += f" (the first row's are {next(iter(expected.values()))})"
+            raise DataError(
+                f"{row_label(i)} of the {dataset_name} dataset mixes text and messages: {found}. TRL reads a dataset "
+                "in one form, all text (strings) or all conversational (lists of messages): convert that row "
+                "(`--conversational` on the command line wraps text pairs as chat turns) or drop it; rows in a "
+                "published layout take its `--dataset_adapter` (e.g. `ultrafeedback_binarized`)."
+            )
 
 
 def _token_ids(tokenizer: PreTrainedTokenizerBase, text_or_messages, example: dict, **template_kwargs) -> list[int]:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from datasets import Dataset, IterableDataset
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, row_label
 
 logger = logging.getLogger(__name__)
 
@@ -39,25 +39,36 @@ def check_number(value, column: str, row: int) -> float:
     """One score as a finite float, or a DataError that names the column and the row."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise DataError(
-            f"Column '{column}' must hold numbers, but row {row} holds {value!r} ({type(value).__name__}). "
+            f"Column '{column}' must hold numbers, but {row_label(row)} holds {value!r} ({type(value).__name__}). "
             "Convert the column to float (for example `dataset.cast_column(...)` or a `map`), or fix that row."
         )
     value = float(value)
     if not math.isfinite(value):
         raise DataError(
-            f"Column '{column}' holds a non-finite value ({value}) at row {row}. Scores must be finite: drop or "
-            "repair such rows (e.g. `dataset.filter(...)`) before training."
+            f"Column '{column}' holds a non-finite value ({value}) at {row_label(row)}. Scores must be finite: drop "
+            "or repair such rows (e.g. `dataset.filter(...)`) before training."
         )
     return value
 
 
-def column_values(dataset: Dataset, column: str) -> list[float]:
+TRAINING_COLUMN_HINT = (
+    "Name the score columns with `score_chosen_column` / `score_rejected_column` (or a precomputed margin with "
+    "`margin_column`), e.g. `--score_chosen_column NAME` on the command line, or leave `mmpo_gamma` unset to train "
+    "on hard labels."
+)
+COMMAND_COLUMN_HINT = (
+    "Name the score columns with `--score_chosen_column` / `--score_rejected_column`, or a margin column with "
+    "`--margin_column`."
+)
+
+
+def column_values(dataset: Dataset, column: str, hint: str = TRAINING_COLUMN_HINT) -> list[float]:
+    """The values of a score or margin column as finite floats, or a `DataError` naming the column (with `hint` on
+    what to set when it is missing) or the first bad row."""
     if column not in dataset.column_names:
         raise DataError(
             f"The dataset has no column '{column}', which is needed to compute the preference margins. Columns "
-            f"present: {sorted(dataset.column_names)}. Name the score columns with `score_chosen_column` / "
-            "`score_rejected_column` (or a precomputed margin with `margin_column`), e.g. "
-            "`--score_chosen_column NAME` on the command line, or leave `mmpo_gamma` unset to train on hard labels."
+            f"present: {sorted(dataset.column_names)}. {hint}"
         )
     return [check_number(v, column, i) for i, v in enumerate(dataset[column])]
 
@@ -134,7 +145,7 @@ def add_margin_column(
     if negative_rows and negative_margins == "error":
         raise DataError(
             f"{len(negative_rows)} of {len(margins)} pairs in the {dataset_name} dataset have a negative margin "
-            f"(chosen scored below rejected, from {' - '.join(columns)}); the first is row {negative_rows[0]} "
+            f"(chosen scored below rejected, from {' - '.join(columns)}); the first is {row_label(negative_rows[0])} "
             f"(margin {margins[negative_rows[0]]:g}). Fix the labels, or set `negative_margins` to 'swap' to exchange "
             "chosen and rejected in such pairs or to 'drop' to remove them (`--negative_margins swap` or `drop` on "
             "the command line)."
@@ -195,8 +206,8 @@ def _add_margin_column_lazily(
         if margin < 0:
             if negative_margins == "error":
                 raise DataError(
-                    f"Row {idx} of the {dataset_name} dataset has a negative margin ({margin:g}, chosen scored below "
-                    "rejected). Fix the labels, or set `negative_margins` to 'swap' or 'drop' "
+                    f"{row_label(idx)} of the {dataset_name} dataset has a negative margin ({margin:g}, chosen scored "
+                    "below rejected). Fix the labels, or set `negative_margins` to 'swap' or 'drop' "
                     "(`--negative_margins swap` on the command line)."
                 )
             if negative_margins == "swap":
@@ -207,8 +218,8 @@ def _add_margin_column_lazily(
     dataset = dataset.map(margin_of, with_indices=True)
     if negative_margins == "drop":
         logger.warning(
-            "Streaming %s dataset: pairs with a negative margin are dropped as they are read, so their count is "
-            "not known in advance.",
+            "Streaming %s dataset: pairs with a negative margin are dropped as they are read, so their count is not "
+            "known in advance.",
             dataset_name,
         )
         dataset = dataset.filter(lambda example: example[MARGIN_COLUMN] >= 0)
@@ -236,7 +247,7 @@ def _zero_margin_error(
     counted = f"{count} of {total} pairs" if count is not None else "A pair"
     return DataError(
         f"{counted} in the {dataset_name} dataset have a margin of 0 (a tie, from {' - '.join(columns)}); the first "
-        f"is row {row}. {positive_for} needs margins > 0: drop the ties (e.g. `dataset.filter(...)`) or choose "
+        f"is {row_label(row)}. {positive_for} needs margins > 0: drop the ties (e.g. `dataset.filter(...)`) or choose "
         "another setting."
     )
 
@@ -246,8 +257,8 @@ def _check_weight(value, column: str, row: int) -> float:
     weight = check_number(value, column, row)
     if weight < 0:
         raise DataError(
-            f"Column '{column}' holds a negative pair weight ({weight:g}) at row {row}. Pair weights must be >= 0 "
-            "(0 leaves the pair out of the loss): fix or drop such rows before training."
+            f"Column '{column}' holds a negative pair weight ({weight:g}) at {row_label(row)}. Pair weights must be "
+            ">= 0 (0 leaves the pair out of the loss): fix or drop such rows before training."
         )
     return weight
 
@@ -290,8 +301,8 @@ def add_weight_column(
     if weights and not any(weights):
         raise DataError(
             f"Every pair weight in column '{weight_column}' of the {dataset_name} dataset is 0 (rows 0 to "
-            f"{len(weights) - 1}): the loss would be 0 and nothing would be trained. Fix the weights, or leave "
-            "`weight_column` unset."
+            f"{len(weights) - 1}, counting from 0): the loss would be 0 and nothing would be trained. Fix the "
+            "weights, or leave `weight_column` unset."
         )
     return dataset.add_column(WEIGHT_COLUMN, weights)
 

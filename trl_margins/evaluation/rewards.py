@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "completion_log_probs",
+    "load_scoring_model",
+    "scoring_model_kind",
     "dpo_implicit_rewards",
     "policy_rewards",
     "reward_model_scores",
@@ -125,6 +127,47 @@ def _completion_log_probs(model: PreTrainedModel, batch: dict[str, torch.Tensor]
     # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
     log_probs = outputs.log_probs[:, -shift_mask.size(1) :].sum(dim=1).float()
     return log_probs, shift_mask.sum(dim=1)
+
+
+# ---- the models scored ----------------------------------------------------------------------------------------------
+def scoring_model_kind(model: str, kind: str | None = None) -> tuple[str | None, str | None]:
+    """``(kind, base model of a PEFT adapter or None)`` of a saved model: ``"rm"`` (a sequence classifier) or
+    ``"dpo"`` (a causal LM policy), from `kind` when given, else the adapter's task type or the config's
+    architectures; ``None`` when neither tells."""
+    from transformers import AutoConfig
+    from transformers.utils import find_adapter_config_file
+
+    adapter_base, task_type = None, None
+    if find_adapter_config_file(model) is not None:
+        from peft import PeftConfig
+
+        peft_config = PeftConfig.from_pretrained(model)
+        adapter_base, task_type = peft_config.base_model_name_or_path, str(peft_config.task_type or "")
+    if kind is not None:
+        return kind, adapter_base
+    if task_type:
+        return ("rm" if "SEQ_CLS" in task_type else "dpo"), adapter_base
+    architectures = AutoConfig.from_pretrained(adapter_base or model).architectures or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "rm", adapter_base
+    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures):
+        return "dpo", adapter_base
+    return None, adapter_base
+
+
+def load_scoring_model(model_id: str, kind: str, is_adapter: bool, dtype, device: str) -> PreTrainedModel:
+    """A reward model (`kind="rm"`) or a policy (else), or a PEFT adapter of one, on `device`."""
+    if kind == "rm":
+        from transformers import AutoModelForSequenceClassification as auto_class
+
+        if is_adapter:
+            from peft import AutoPeftModelForSequenceClassification as auto_class
+    else:
+        from transformers import AutoModelForCausalLM as auto_class
+
+        if is_adapter:
+            from peft import AutoPeftModelForCausalLM as auto_class
+    return auto_class.from_pretrained(model_id, dtype=dtype).to(device)
 
 
 # ---- rewards -------------------------------------------------------------------------------------------------------

@@ -12,19 +12,19 @@ Each (prompt, response) is tokenized exactly as `trl.RewardTrainer` does (`token
 template for conversational rows, EOS appended to standard ones) and scored in length-sorted batches, so a
 score here is the score our reward trainer's model gives in training and in `trl-margins evaluate`.
 
-The work is split in shards of `shard_size` rows written as `output_dir/shards/shard-00003.jsonl`: a finished shard
-is never scored again (a stopped run resumes where it was), and under `accelerate launch` rank `r` of `w` scores
-the shards `k` with `k % w == r`; rank 0 then concatenates them, in input order, into `output_dir/annotated.jsonl`.
+The work is split in shards of `shard_size` rows (`trl_margins.pairs.shards`) written as
+`output_dir/shards/shard-00003.jsonl`: a finished shard is not scored again while its input rows are the same (a
+stopped run resumes where it was), and under `accelerate launch` rank `r` of `w` scores the shards `k` with
+`k % w == r`; rank 0 then concatenates them, in input order, into `output_dir/annotated.jsonl`. One run writes into
+an output folder at a time (a lock file).
 
 Imports `datasets`, `transformers`, `data.formatting`, `evaluation.rewards` and `errors`: no trainer, no command line.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,9 +34,20 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data.formatting import as_conversational, tokenize_for_reward_model
-from ..errors import DataError, UsageError
+from ..data.formatting import as_conversational, is_empty_response, tokenize_for_reward_model
+from ..errors import DataError, UsageError, row_label
 from ..evaluation.rewards import score_token_sequences
+from .shards import (
+    acquire_lock,
+    check_manifest,
+    kept_shard,
+    merge_shards,
+    shard_fingerprint,
+    shard_path,
+    shard_ranges,
+    shards_of_rank,
+    write_shard,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +55,6 @@ PAIRS, COMPLETIONS = "pairs", "completions"
 RESPONSES_COLUMN = "all_generated_responses"
 MERGED_FILE = "annotated.jsonl"
 MANIFEST_FILE = "annotate_config.json"
-SHARD_DIR = "shards"
 
 
 @dataclass
@@ -79,8 +89,9 @@ class AnnotateReport:
     layout: str
     rows: int
     scored_shards: list[int]
-    skipped_shards: list[int]
+    skipped_shards: list[int]  # kept from an earlier run: scored from the same rows
     output: Path | None  # the merged file; None on ranks other than 0
+    rescored_shards: list[int] = field(default_factory=list)  # scored before from other rows, and again now
 
 
 # ---- layout and validation -----------------------------------------------------------------------------------------
@@ -111,12 +122,6 @@ def check_chat_template(tokenizer: PreTrainedTokenizerBase, needed: bool, what: 
         )
 
 
-def _is_empty(response: Any) -> bool:
-    if isinstance(response, list):  # messages: the assistant turn(s)
-        return all(not str(m.get("content") or "").strip() for m in response if m.get("role") != "user")
-    return not str(response or "").strip()
-
-
 def _units(example: dict[str, Any], idx: int, layout: str, conversational: bool) -> list[dict[str, Any]]:
     """The (prompt, response) units of one row, each as the one-sided pair `tokenize_for_reward_model` reads."""
     if layout == PAIRS:
@@ -126,16 +131,17 @@ def _units(example: dict[str, Any], idx: int, layout: str, conversational: bool)
         if not isinstance(listed, list) or len(listed) < 2:
             count = len(listed) if isinstance(listed, list) else type(listed).__name__
             raise DataError(
-                f"Row {idx}: `{RESPONSES_COLUMN}` must list at least 2 responses to compare, got {count}. Generate "
-                "more (`trl-margins generate --num_completions 2` or more) or drop such rows (`dataset.filter`)."
+                f"{row_label(idx)}: `{RESPONSES_COLUMN}` must list at least 2 responses to compare, got {count}. "
+                "Generate more (`trl-margins generate --num_completions 2` or more) or drop such rows "
+                "(`dataset.filter`)."
             )
         responses = [(f"{RESPONSES_COLUMN}[{i}]", r) for i, r in enumerate(listed)]
     units = []
     for column, response in responses:
-        if _is_empty(response):
+        if is_empty_response(response):
             raise DataError(
-                f"Row {idx}: `{column}` is empty, and a reward model's score of no answer means nothing. Drop such "
-                "rows (`dataset.filter`) or generate again with a larger max_new_tokens."
+                f"{row_label(idx)}: `{column}` is empty, and a reward model's score of no answer means nothing. Drop "
+                "such rows (`dataset.filter`) or generate again with a larger max_new_tokens."
             )
         unit = {k: v for k, v in example.items() if k in ("prompt", "tools", "chat_template_kwargs")}
         if isinstance(response, str) and isinstance(unit.get("prompt"), list):
@@ -147,39 +153,7 @@ def _units(example: dict[str, Any], idx: int, layout: str, conversational: bool)
     return units
 
 
-# ---- sharding ------------------------------------------------------------------------------------------------------
-def shard_ranges(num_rows: int, shard_size: int) -> list[range]:
-    if shard_size < 1:
-        raise UsageError(f"--shard_size must be >= 1, got {shard_size}.")
-    return [range(start, min(start + shard_size, num_rows)) for start in range(0, num_rows, shard_size)]
-
-
-def shards_of_rank(num_shards: int, rank: int, world_size: int) -> list[int]:
-    """Round-robin, so that every rank gets about as many rows, and the last (short) shard falls on one of them."""
-    return [k for k in range(num_shards) if k % world_size == rank]
-
-
-def shard_path(output_dir: str | os.PathLike, k: int) -> Path:
-    return Path(output_dir) / SHARD_DIR / f"shard-{k:05d}.jsonl"
-
-
-def _check_manifest(output_dir: Path, manifest: dict[str, Any], rank: int) -> None:
-    """Shards of an earlier run are reused only if they were made with the same settings from the same rows."""
-    path = output_dir / MANIFEST_FILE
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != manifest:
-            changed = sorted(k for k in manifest.keys() | previous.keys() if previous.get(k) != manifest.get(k))
-            raise UsageError(
-                f"{output_dir} holds shards of another annotate run (different {', '.join(changed)}): resume with "
-                "the same settings, or give a new --output_dir."
-            )
-    elif rank == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(manifest, indent=2))
-
-
-# ---- scoring -------------------------------------------------------------------------------------------------------
+# ---- scoring ---# ---- scoring --------------------------------------------------------------------------------------
 def score_rows(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -202,37 +176,14 @@ def score_rows(
         if bad:
             column = ("chosen", "rejected")[bad[0]] if layout == PAIRS else f"{RESPONSES_COLUMN}[{bad[0]}]"
             raise DataError(
-                f"Row {row_offset + i}: the reward model scored `{column}` as {values[bad[0]]}. Half precision can "
-                "overflow: try --dtype float32; else the model or that text is broken."
+                f"{row_label(row_offset + i)}: the reward model scored `{column}` as {values[bad[0]]}. Half precision "
+                "can overflow: try --dtype float32; else the model or that text is broken."
             )
         if layout == PAIRS:
             row[config.score_chosen_column], row[config.score_rejected_column] = values
         else:
             row[config.scores_column] = values
     return rows
-
-
-def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    # Written beside the target and renamed: a shard that exists is complete, whatever stopped the run
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Dataset.from_list(rows).to_json(tmp, lines=True, force_ascii=False)
-    os.replace(tmp, path)
-
-
-def merge_shards(output_dir: str | os.PathLike, num_shards: int) -> Path:
-    """Concatenate the shards, in order, into ``output_dir/annotated.jsonl``; a missing shard is an error."""
-    output_dir = Path(output_dir)
-    missing = [k for k in range(num_shards) if not shard_path(output_dir, k).is_file()]
-    if missing:
-        raise UsageError(f"Shards {missing} of {output_dir} are missing: run annotate again to score them.")
-    target = output_dir / MERGED_FILE
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as out:
-        for k in range(num_shards):
-            out.write(shard_path(output_dir, k).read_bytes())
-    os.replace(tmp, target)
-    return target
 
 
 def annotate(
@@ -269,29 +220,42 @@ def annotate(
 
     output_dir = Path(config.output_dir)
     ranges = shard_ranges(len(dataset), config.shard_size)
-    manifest = {**(source or {}), **asdict(config), "rows": len(dataset), "layout": layout}
+    manifest = {**(source or {}), **asdict(config), "layout": layout}
     manifest.pop("output_dir")
     manifest.pop("batch_size")  # changes no score beyond float noise: a resume may use another
-    _check_manifest(output_dir, manifest, rank)
-    barrier()
-
-    scored, skipped = [], []
-    for k in shards_of_rank(len(ranges), rank, world_size):
-        path = shard_path(output_dir, k)
-        if path.is_file():
-            skipped.append(k)
-            continue
-        rows = score_rows(model, tokenizer, dataset.select(ranges[k]), config, layout, ranges[k].start)
-        _write_jsonl(rows, path)
-        scored.append(k)
-        logger.info("annotate: shard %d of %d written (%s)", k + 1, len(ranges), path)
-    if skipped:
-        logger.warning(
-            "annotate: %d shards were already scored in %s and were kept: %s", len(skipped), output_dir, skipped
-        )
-    barrier()
-    output = merge_shards(output_dir, len(ranges)) if rank == 0 else None
-    return AnnotateReport(layout, len(dataset), scored, skipped, output)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(output_dir)
+    try:
+        check_manifest(output_dir, manifest, MANIFEST_FILE, rank)
+        barrier()
+        scored, skipped, changed = [], [], []
+        for k in shards_of_rank(len(ranges), rank, world_size):
+            path, rows = shard_path(output_dir, k), dataset.select(ranges[k])
+            fingerprint = shard_fingerprint(rows)
+            if kept_shard(path, fingerprint):
+                skipped.append(k)
+                continue
+            if path.is_file():
+                changed.append(k)
+            write_shard(score_rows(model, tokenizer, rows, config, layout, ranges[k].start), path, fingerprint)
+            scored.append(k)
+            logger.info("annotate: shard %d of %d written (%s)", k + 1, len(ranges), path)
+        if skipped:
+            logger.warning(
+                "annotate: %d shards were already scored in %s from the same rows and were kept: %s",
+                len(skipped), output_dir, skipped,
+            )  # fmt: skip
+        if changed:
+            logger.warning(
+                "annotate: %d shards of %s were scored from other rows than these (the input changed) and were "
+                "scored again: %s", len(changed), output_dir, changed,
+            )  # fmt: skip
+        barrier()
+        output = merge_shards(output_dir, len(ranges), MERGED_FILE) if rank == 0 else None
+    finally:
+        if rank == 0:
+            lock.unlink(missing_ok=True)
+    return AnnotateReport(layout, len(dataset), scored, skipped, output, changed)
 
 
 # ---- loading a reward model ----------------------------------------------------------------------------------------
@@ -319,8 +283,8 @@ def load_reward_model(
     if config.num_labels != 1:
         raise UsageError(
             f"{name} has {config.num_labels} outputs (num_labels={config.num_labels}; architectures "
-            f"{config.architectures}): a reward model is a sequence classifier with one. Train one with "
-            "`trl-margins reward`, or give a reward model's path or hub id."
+            f"{config.architectures}): a reward model is a sequence classifier with one. Train one with `trl-margins "
+            "reward`, or give a reward model's path or hub id."
         )
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(

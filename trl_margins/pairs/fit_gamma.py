@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..errors import DataError, row_label
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _as_vector(values: _Values, name: str) -> torch.Tensor:
         raise DataError(f"`{name}` must be one value per pair (1-D), got shape {tuple(vector.shape)}.")
     if not bool(torch.isfinite(vector).all()):
         row = int((~torch.isfinite(vector)).nonzero()[0])
-        raise DataError(f"`{name}` holds a non-finite value ({float(vector[row])}) at row {row}.")
+        raise DataError(f"`{name}` holds a non-finite value ({float(vector[row])}) at {row_label(row)}.")
     return vector
 
 
@@ -59,7 +59,7 @@ def _checked(
         raise DataError("No pairs to fit gamma to.")
     if not bool(((q >= 0) & (q <= 1)).all()):
         row = int(((q < 0) | (q > 1)).nonzero()[0])
-        raise DataError(f"`target_probs` must be probabilities in [0, 1]; row {row} holds {float(q[row])}.")
+        raise DataError(f"`target_probs` must be probabilities in [0, 1]; {row_label(row)} holds {float(q[row])}.")
     if weights is None:
         w = torch.ones_like(m)
     else:

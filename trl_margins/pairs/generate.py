@@ -24,7 +24,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, row_label
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +52,12 @@ class GenerateConfig:
 def _prompt_ids(prompt: Any, tokenizer: PreTrainedTokenizerBase, use_chat_template: bool, idx: int) -> list[int]:
     if isinstance(prompt, str):
         if not prompt.strip():
-            raise DataError(f"Row {idx}: `prompt` is empty; drop such rows (`dataset.filter`).")
+            raise DataError(f"{row_label(idx)}: `prompt` is empty; drop such rows (`dataset.filter`).")
         if not use_chat_template:
             return list(tokenizer(prompt)["input_ids"])
         prompt = [{"role": "user", "content": prompt}]
     elif not use_chat_template:
-        raise UsageError(f"Row {idx}: the prompt is a conversation, which needs the chat template.")
+        raise UsageError(f"{row_label(idx)}: the prompt is a conversation, which needs the chat template.")
     encoded = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)
     return list(encoded["input_ids"])
 

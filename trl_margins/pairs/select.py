@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from datasets import Dataset
 
-from ..data.margins import column_values
+from ..data.margins import COMMAND_COLUMN_HINT, column_values
 from ..errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -57,9 +57,11 @@ def pair_margins(
 ) -> torch.Tensor:
     """Margins as training reads them: a margin column, or chosen minus rejected score (checked: numbers, finite)."""
     if margin_column is not None:
-        return torch.tensor(column_values(dataset, margin_column), dtype=torch.float64)
-    chosen = torch.tensor(column_values(dataset, score_chosen_column), dtype=torch.float64)
-    return chosen - torch.tensor(column_values(dataset, score_rejected_column), dtype=torch.float64)
+        return torch.tensor(column_values(dataset, margin_column, COMMAND_COLUMN_HINT), dtype=torch.float64)
+    chosen = torch.tensor(column_values(dataset, score_chosen_column, COMMAND_COLUMN_HINT), dtype=torch.float64)
+    return chosen - torch.tensor(
+        column_values(dataset, score_rejected_column, COMMAND_COLUMN_HINT), dtype=torch.float64
+    )
 
 
 def _zscore(values: torch.Tensor) -> torch.Tensor:

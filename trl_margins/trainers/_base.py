@@ -21,7 +21,9 @@ from transformers.trainer_utils import EvalLoopOutput
 from trl.trainer.utils import get_config_model_id
 
 from .._compat import record_metrics
+from ..data.formatting import check_responses
 from ..data.margins import MARGIN_COLUMN, WEIGHT_COLUMN, add_margins_from, add_weight_column
+from ..errors import DataError
 from ..evaluation.calibration import brier_score, expected_calibration_error
 from ..losses import soft_target_probs
 
@@ -232,15 +234,38 @@ class MarginTrainerMixin:
         return ["trl-margins", *(p.tag for p in self.model_card_papers())]
 
     # ---- the data path
+    def before_tokenization(self, dataset, processing_class, args, dataset_name: str):
+        """Before TRL's tokenization: the rows checked (`check_responses`), then `add_pair_columns`."""
+        check_responses(dataset, dataset_name)
+        return self.add_pair_columns(dataset, processing_class, args, dataset_name)
+
     def add_pair_columns(self, dataset, processing_class, args, dataset_name: str):
-        """Before TRL's tokenization: the validated pair weights (first, so that bad rows are named as in the user's
-        dataset) and, when a knob reads them, the margins."""
+        """The validated pair weights (first, so that bad rows are named as in the user's dataset) and, when a knob
+        reads them, the margins."""
         if args.weight_column is not None:
             dataset = add_weight_column(dataset, args.weight_column, dataset_name)
         return add_margins_from(dataset, args, dataset_name) if args.needs_margins else dataset
 
-    def after_tokenization(self, dataset, args):
-        return add_pair_lengths(dataset, args)
+    def dropped_because(self, args) -> str:
+        """Why TRL's tokenization drops a row (`after_tokenization` counts them): DPO's and KTO's reason."""
+        return f"the prompt alone fills `max_length` ({args.max_length} tokens), which leaves no completion token"
+
+    def after_tokenization(self, given, prepared, args, dataset_name: str):
+        """After TRL's tokenization: the rows it dropped counted (a warning with the count, or a `DataError` when it
+        dropped every row), then the pair lengths for length-grouped batches (`add_pair_lengths`)."""
+        if isinstance(given, Dataset) and isinstance(prepared, Dataset) and len(prepared) < len(given):
+            dropped, total = len(given) - len(prepared), len(given)
+            fix = "raise `max_length` (`--max_length` on the command line) or shorten the prompts"
+            if not len(prepared):
+                raise DataError(
+                    f"Every one of the {total} rows of the {dataset_name} dataset was dropped: "
+                    f"{self.dropped_because(args)}. To train, {fix}."
+                )
+            logger.warning(
+                "Dropped %d of %d rows of the %s dataset: %s. To keep them, %s.",
+                dropped, total, dataset_name, self.dropped_because(args), fix,
+            )  # fmt: skip
+        return add_pair_lengths(prepared, args)
 
     def extra_signature_columns(self) -> list[str]:
         """The columns our trainers read beyond TRL's, which `remove_unused_columns` must keep: the margin, the pair

@@ -4,7 +4,7 @@ the upgrade of a plain TRL config.
 Each margin config is a dataclass `MMPO...Config(<fields of this module>, <TRL config>)`: TRL's fields and checks, plus
 the fields below. Its `__post_init__` (`MarginFields.__post_init__`) checks this package's fields first, so that a bad
 margin field is reported before anything else, then settles the precision on a machine without a GPU
-(`trl_margins._compat.settle_precision`), runs TRL's `__post_init__`, and then checks the combinations with TRL's
+(`trl_margins._compat.settle_devices`), runs TRL's `__post_init__`, and then checks the combinations with TRL's
 options, which TRL has normalised by then (`check_knobs`).
 """
 
@@ -18,8 +18,9 @@ from typing import TypeVar
 
 from transformers import TrainingArguments
 
-from .._compat import settle_precision
+from .._compat import settle_devices
 from ..data.margins import NEGATIVE_MARGIN_POLICIES
+from ..errors import UsageError
 from ..evaluation.calibration import CALIBRATION_BINS
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def check_finite(name: str, value: float | None, low: float = 0.0, none: str | N
         return
     if value is None or isinstance(value, bool) or not (math.isfinite(value) and value >= low):
         alternative = f", or None ({none})" if none is not None else ""
-        raise ValueError(f"`{name}` must be a finite number >= {low:g}{alternative}; got {value}.")
+        raise UsageError(f"`{name}` must be a finite number >= {low:g}{alternative}; got {value}.")
 
 
 @dataclass
@@ -54,7 +55,7 @@ class MarginFields:
 
     def __post_init__(self):
         self.check_margin_fields()
-        settle_precision(self)
+        settle_devices(self)
         super().__post_init__()
         self.check_knobs()
 
@@ -105,13 +106,13 @@ class PairMarginFields(MarginFields):
     def check_margin_fields(self) -> None:
         super().check_margin_fields()
         if self.negative_margins not in NEGATIVE_MARGIN_POLICIES:
-            raise ValueError(
+            raise UsageError(
                 f"`negative_margins` must be one of {NEGATIVE_MARGIN_POLICIES}, got {self.negative_margins!r}."
             )
         if self.calibration_bins < 1:
-            raise ValueError(f"`calibration_bins` must be >= 1, got {self.calibration_bins}.")
+            raise UsageError(f"`calibration_bins` must be >= 1, got {self.calibration_bins}.")
         if self.weight_column is not None and (not isinstance(self.weight_column, str) or not self.weight_column):
-            raise ValueError(f"`weight_column` must be a column name or None, got {self.weight_column!r}.")
+            raise UsageError(f"`weight_column` must be a column name or None, got {self.weight_column!r}.")
 
     @property
     def needs_margins(self) -> bool:

@@ -10,6 +10,7 @@ from functools import cache
 from trl import DPOConfig
 
 from .._compat import refuse_liger_bypass
+from ..errors import UsageError
 from ..losses import OFFSET_SCALINGS, REWARD_TYPES
 from ._base_config import PairMarginFields, check_finite
 
@@ -175,22 +176,22 @@ class MMPOConfig(PairMarginFields, DPOConfig):
     def check_margin_fields(self) -> None:
         super().check_margin_fields()
         if self.reward_type not in REWARD_TYPES:
-            raise ValueError(f"`reward_type` must be one of {REWARD_TYPES}, got {self.reward_type!r}.")
+            raise UsageError(f"`reward_type` must be one of {REWARD_TYPES}, got {self.reward_type!r}.")
         check_finite("odpo_alpha", self.odpo_alpha, none="no offset")
         if self.odpo_scaling not in OFFSET_SCALINGS:
-            raise ValueError(f"`odpo_scaling` must be one of {OFFSET_SCALINGS}, got {self.odpo_scaling!r}.")
+            raise UsageError(f"`odpo_scaling` must be one of {OFFSET_SCALINGS}, got {self.odpo_scaling!r}.")
         alpha, keep, momentum = self.beta_dpo_alpha, self.beta_dpo_keep_ratio, self.beta_dpo_momentum
         check_finite("beta_dpo_alpha", alpha, none="a fixed beta")
         if not (isinstance(keep, (int, float)) and 0.0 < keep <= 1.0):
-            raise ValueError(f"`beta_dpo_keep_ratio` must lie in (0, 1], got {keep}.")
+            raise UsageError(f"`beta_dpo_keep_ratio` must lie in (0, 1], got {keep}.")
         if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
-            raise ValueError(f"`beta_dpo_momentum` must lie in [0, 1), got {momentum}.")
+            raise UsageError(f"`beta_dpo_momentum` must lie in [0, 1), got {momentum}.")
         if alpha is None:
             # Without the knob these would silently do nothing
             defaults = (("keep_ratio", keep, 0.8), ("momentum", momentum, 0.9))
             changed = [f"`beta_dpo_{name}={value}`" for name, value, default in defaults if value != default]
             if changed:
-                raise ValueError(f"{', '.join(changed)} without `beta_dpo_alpha` does nothing: set `beta_dpo_alpha`.")
+                raise UsageError(f"{', '.join(changed)} without `beta_dpo_alpha` does nothing: set `beta_dpo_alpha`.")
 
     def check_knobs(self) -> None:
         knobs = self.margin_knobs()
@@ -204,26 +205,26 @@ class MMPOConfig(PairMarginFields, DPOConfig):
         )
         fix = "use `trl.DPOTrainer` (or turn those knobs off) for"  # completed by the option
         if "sigmoid" not in self.loss_type:
-            raise ValueError(f"`loss_type` must include 'sigmoid': {why}. Got {self.loss_type}; {fix} these losses.")
+            raise UsageError(f"`loss_type` must include 'sigmoid': {why}. Got {self.loss_type}; {fix} these losses.")
         for loss_type in self.loss_type:
             if loss_type not in KNOB_LOSS_TYPES:
-                raise ValueError(
+                raise UsageError(
                     f"`loss_type={loss_type!r}` is not supported: {why} (combined only with 'sft'), and "
                     f"{loss_type!r} has no soft-target form: {fix} {loss_type!r}."
                 )
         unsupported = {"ld_alpha": (self.ld_alpha, None), "f_divergence_type": (self.f_divergence_type, "reverse_kl")}
         for name, (value, default) in unsupported.items():
             if value != default:
-                raise ValueError(
+                raise UsageError(
                     f"`{name}={value!r}` is not supported: {why}, and `{name}` has no soft-target form here. Leave "
                     f"it at {default!r}, or {fix} `{name}`."
                 )
         if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {self.label_smoothing}.")
+            raise UsageError(f"`label_smoothing` must lie in [0, 0.5), got {self.label_smoothing}.")
         if self.simpo and self.precompute_ref_log_probs:
-            raise ValueError("`reward_type='simpo'` uses no reference model: unset `precompute_ref_log_probs`.")
+            raise UsageError("`reward_type='simpo'` uses no reference model: unset `precompute_ref_log_probs`.")
         if self.simpo and self.sync_ref_model:
-            raise ValueError("`reward_type='simpo'` uses no reference model: unset `sync_ref_model`.")
+            raise UsageError("`reward_type='simpo'` uses no reference model: unset `sync_ref_model`.")
 
 
 def warn_if_cdpo(args: DPOConfig) -> None:

@@ -29,6 +29,7 @@ from .._compat import (
     without_reference_model,
 )
 from ..data.margins import MARGIN_COLUMN
+from ..errors import UsageError
 from ..losses import (
     beta_guided_keep_mask,
     dynamic_beta,
@@ -78,7 +79,7 @@ def refuse_margins_on_vision_data(args: MMPOConfig, train_dataset) -> None:
         return
     sample = next(iter(train_dataset))
     if "image" in sample or "images" in sample:
-        raise ValueError(
+        raise UsageError(
             f"{', '.join(on)} {'is' if len(on) == 1 else 'are'} not supported with vision datasets (an `image` or "
             "`images` column): TRL's DPOTrainer prepares them on the fly and skips the dataset preparation that adds "
             "the MMPO margins and pair weights. "
@@ -117,7 +118,7 @@ class MMPOTrainer(MarginTrainerMixin, CalibrationMixin, DPOHooks, DPOTrainer):
         refuse_margins_on_vision_data(args, bound.arguments.get("train_dataset"))
         self._pending_scalars: dict[str, torch.Tensor] = {}
         if args.simpo and ref_model is not None:
-            raise ValueError("`reward_type='simpo'` uses no reference model: don't pass `ref_model`.")
+            raise UsageError("`reward_type='simpo'` uses no reference model: don't pass `ref_model`.")
         with without_reference_model(self) if args.simpo else contextlib.nullcontext():
             super().__init__(model, ref_model, args, *trainer_args, **trainer_kwargs)
         # Swapped in after `__init__`, so TRL's reference precompute (which needs no margins) keeps its own collator

@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+from ..errors import UsageError
 from ._base_config import check_finite
 from .dpo_config import MMPOConfig
 
@@ -87,13 +88,13 @@ class GammaPOConfig(MMPOConfig):
     def check_margin_fields(self) -> None:
         super().check_margin_fields()
         if self.odpo_alpha is not None:
-            raise ValueError(
+            raise UsageError(
                 f"`odpo_alpha={self.odpo_alpha}` is not supported by GammaPOConfig: ODPO's score offsets and "
                 "gamma-PO's dynamic margins are two choices of the same target margin `gamma_i`, one per pair. Use "
                 "MMPOConfig (MMPOTrainer) for ODPO, or unset `odpo_alpha`."
             )
         if self.beta_dpo_alpha is not None:
-            raise ValueError(
+            raise UsageError(
                 f"`beta_dpo_alpha={self.beta_dpo_alpha}` is not supported by GammaPOConfig: gamma-PO solves its "
                 "margins over the reward gaps at the fixed `beta` and keeps them in its queue, while beta-DPO "
                 "rescales those gaps by a batch factor and drops a fifth of the pairs, so the margins would be solved "
@@ -101,19 +102,19 @@ class GammaPOConfig(MMPOConfig):
                 "Table 3). Use MMPOConfig (MMPOTrainer) for beta-DPO, or unset `beta_dpo_alpha`."
             )
         if not (math.isfinite(self.tau) and self.tau > 0):
-            raise ValueError(f"`tau` must be a finite number > 0, got {self.tau}.")
+            raise UsageError(f"`tau` must be a finite number > 0, got {self.tau}.")
         check_finite("gamma_beta_ratio", self.gamma_beta_ratio)
         for name in ("margin_queue_size", "margin_iters"):
             if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+                raise UsageError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if self.margin_sample_size < 1:
-            raise ValueError(f"`margin_sample_size` must be >= 1, got {self.margin_sample_size}.")
+            raise UsageError(f"`margin_sample_size` must be >= 1, got {self.margin_sample_size}.")
         if self.margin_step_size is not None and not (
             math.isfinite(self.margin_step_size) and self.margin_step_size > 0
         ):
-            raise ValueError(f"`margin_step_size` must be a finite number > 0 or None, got {self.margin_step_size}.")
+            raise UsageError(f"`margin_step_size` must be a finite number > 0 or None, got {self.margin_step_size}.")
         if self.margin_mode not in MARGIN_MODES:
-            raise ValueError(f"`margin_mode` must be one of {MARGIN_MODES}, got {self.margin_mode!r}.")
+            raise UsageError(f"`margin_mode` must be one of {MARGIN_MODES}, got {self.margin_mode!r}.")
         if self.margin_step_size is None and self.tau <= 0.5:
             logger.warning(
                 "tau=%s gives the paper's mirror-descent step size min(0.5 / tau, 1) = 1, where the multiplicative "

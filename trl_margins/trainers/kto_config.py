@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import KTOConfig
 
+from ..errors import UsageError
 from ._base_config import MarginFields
 
 
@@ -44,11 +45,11 @@ class MMPOKTOConfig(MarginFields, KTOConfig):
     def check_margin_fields(self) -> None:
         super().check_margin_fields()
         if not isinstance(self.score_column, str) or not self.score_column:
-            raise ValueError(f"`score_column` must be a column name, got {self.score_column!r}.")
+            raise UsageError(f"`score_column` must be a column name, got {self.score_column!r}.")
 
     def check_knobs(self) -> None:
         if self.use_liger_kernel and self.mmpo_gamma is not None:
-            raise ValueError(
+            raise UsageError(
                 "`use_liger_kernel=True` with `mmpo_gamma`: TRL's Liger KTO loss has no per-sample weights, so the "
                 "MMPO weights would be skipped. Unset `use_liger_kernel`, or `mmpo_gamma`."
             )

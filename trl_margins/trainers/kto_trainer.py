@@ -23,6 +23,7 @@ from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 
 from .._compat import KTOHooks, kto_weights, record_metrics
 from ..data.margins import WEIGHT_COLUMN, column_scores
+from ..errors import UsageError
 from ..losses import kto_sample_weights
 from ._base import (
     MarginCollatorMixin,
@@ -78,7 +79,7 @@ class MMPOKTOTrainer(MarginTrainerMixin, KTOHooks, KTOTrainer):
         if args.mmpo_gamma is None or WEIGHT_COLUMN in dataset.column_names:
             return dataset
         if self.score_median is None:
-            raise ValueError("`mmpo_gamma` needs a `train_dataset` with scores: its median sets the weights.")
+            raise UsageError("`mmpo_gamma` needs a `train_dataset` with scores: its median sets the weights.")
         scores = column_scores(dataset, args.score_column, "`mmpo_gamma` (MMPO's KTO weights)", dataset_name)
         labels = torch.tensor(dataset["label"], dtype=torch.bool)
         factors = kto_sample_weights(torch.tensor(scores), labels, self.score_median, args.mmpo_gamma)

@@ -120,6 +120,9 @@ class MMPORewardTrainer(MarginTrainerMixin, CalibrationMixin, TrainerHooks, Rewa
         )
 
     # ---- data path -------------------------------------------------------------------------------------------------
+    def dropped_because(self, args) -> str:
+        return f"prompt + chosen or prompt + rejected is longer than `max_length` ({args.max_length} tokens)"
+
     def add_pair_columns(self, dataset, processing_class, args, dataset_name: str):
         dataset = super().add_pair_columns(dataset, processing_class, args, dataset_name)
         if isinstance(processing_class, PreTrainedTokenizerBase) and processing_class.eos_token is None:

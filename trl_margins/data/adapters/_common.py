@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from datasets import Dataset, Value
 
-from ...errors import DataError
+from ...errors import DataError, row_label
 
 Messages = list[dict[str, str]]
 
@@ -33,8 +33,8 @@ def check_adapter_input(
     if missing:
         raise DataError(
             f"The '{adapter}' dataset adapter needs the column(s) {missing}, which the dataset lacks. Columns "
-            f"present: {sorted(dataset.column_names)}. Check that the dataset has the layout this adapter "
-            "documents, or pick another adapter."
+            f"present: {sorted(dataset.column_names)}. Check that the dataset has the layout this adapter documents, "
+            "or pick another adapter."
         )
     clashing = [c for c in keep_columns if c in outputs]
     if clashing:
@@ -48,8 +48,8 @@ def check_not_empty(dataset: Dataset, adapter: str) -> None:
     # An empty split would fail later with an obscure message (`map` on no rows adds no columns): say so here.
     if len(dataset) == 0:
         raise DataError(
-            f"The '{adapter}' dataset adapter has no pairs to convert: the dataset is empty, or every row was "
-            "dropped (see the warnings above)."
+            f"The '{adapter}' dataset adapter has no pairs to convert: the dataset is empty, or every row was dropped "
+            "(see the warnings above)."
         )
 
 
@@ -79,9 +79,10 @@ def split_conversation(chosen: Messages, rejected: Messages, row: int, adapter: 
     prompt, chosen_turns, rejected_turns = chosen[:shared], chosen[shared:], rejected[shared:]
     if not prompt or chosen_turns[0]["role"] != "assistant" or rejected_turns[0]["role"] != "assistant":
         raise DataError(
-            f"Row {row}: the '{adapter}' dataset adapter expects `chosen` and `rejected` to be the same conversation "
-            "up to the assistant's answer, but they share no leading messages or differ before an assistant turn "
-            f"(chosen roles {[m['role'] for m in chosen]}, rejected roles {[m['role'] for m in rejected]})."
+            f"{row_label(row)}: the '{adapter}' dataset adapter expects `chosen` and `rejected` to be the same "
+            "conversation up to the assistant's answer, but they share no leading messages or differ before an "
+            f"assistant turn (chosen roles {[m['role'] for m in chosen]}, rejected roles "
+            f"{[m['role'] for m in rejected]})."
         )
     return prompt, chosen_turns, rejected_turns
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from datasets import Dataset
 
-from ...errors import DataError, UsageError
+from ...errors import DataError, UsageError, row_label
 from ..margins import check_number
 from ._common import (
     SCORE_COLUMNS,
@@ -135,10 +135,11 @@ def adapt_argilla(
             chosen, rejected = generations.index(example["chosen"]), generations.index(example["rejected"])
         except ValueError:
             raise DataError(
-                f"Row {idx}: `chosen` or `rejected` is not one of the `generations`, so its `rating` can't be found."
+                f"{row_label(idx)}: `chosen` or `rejected` is not one of the `generations`, so its `rating` can't be "
+                "found."
             ) from None
         if len(ratings) != len(generations):
-            raise DataError(f"Row {idx}: {len(generations)} `generations` but {len(ratings)} `rating` values.")
+            raise DataError(f"{row_label(idx)}: {len(generations)} `generations` but {len(ratings)} `rating` values.")
         return check_number(ratings[chosen], "rating", idx), check_number(ratings[rejected], "rating", idx)
 
     def convert(example: dict, idx: int) -> dict:

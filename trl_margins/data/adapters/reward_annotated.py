@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from datasets import Dataset
 
-from ...errors import DataError
+from ...errors import DataError, row_label
 from ..margins import check_number
 from ._common import SCORE_COLUMNS, as_messages, check_adapter_input, convert_rows, finish
 
@@ -46,7 +46,7 @@ def adapt_reward_annotated(
     def has_spread(scores: list, idx: int) -> bool:
         values = [check_number(s, "all_rm_scores", idx) for s in scores]
         if len(values) < 2:
-            raise DataError(f"Row {idx}: `all_rm_scores` must score at least 2 responses, got {len(values)}.")
+            raise DataError(f"{row_label(idx)}: `all_rm_scores` must score at least 2 responses, got {len(values)}.")
         return max(values) > min(values)
 
     total = len(dataset)
@@ -63,8 +63,8 @@ def adapt_reward_annotated(
         responses, scores = example["all_generated_responses"], example["all_rm_scores"]
         if len(responses) != len(scores):
             raise DataError(
-                f"Row {idx}: {len(responses)} responses in `all_generated_responses` but {len(scores)} scores in "
-                "`all_rm_scores`; they must pair up one to one."
+                f"{row_label(idx)}: {len(responses)} responses in `all_generated_responses` but {len(scores)} scores "
+                "in `all_rm_scores`; they must pair up one to one."
             )
         best = max(range(len(scores)), key=scores.__getitem__)
         worst = min(range(len(scores)), key=scores.__getitem__)

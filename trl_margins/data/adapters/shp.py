@@ -10,7 +10,7 @@ from typing import Literal
 
 from datasets import Dataset
 
-from ...errors import DataError, UsageError
+from ...errors import DataError, UsageError, row_label
 from ..margins import check_number
 from ._common import SCORE_COLUMNS, check_adapter_input, convert_rows, finish
 
@@ -104,7 +104,7 @@ def adapt_shp(
         dataset = _cap_pairs_per_post(dataset, "post_id", max_pairs_per_post, seed)
 
     def convert(example: dict, idx: int) -> dict:
-        where = f"row {idx} (post_id {example['post_id']!r})"
+        where = f"{row_label(idx)} (post_id {example['post_id']!r})"
         if example["labels"] not in (0, 1):
             raise DataError(
                 f"Column 'labels' must hold 1 (A preferred) or 0 (B preferred); {where} holds {example['labels']!r}."
@@ -137,11 +137,11 @@ def adapt_shp(
     if disagreeing:
         # Not fixed here: a swapped label is a fact about the data that the margin policy, not the adapter, handles.
         logger.warning(
-            "SHP: in %d of %d pairs the comment preferred by `labels` has the lower vote score (first: output row "
-            "%d); they are kept as labelled, with a negative margin. Set `negative_margins` ('swap' or 'drop') to "
+            "SHP: in %d of %d pairs the comment preferred by `labels` has the lower vote score (first: output %s); "
+            "they are kept as labelled, with a negative margin. Set `negative_margins` ('swap' or 'drop') to "
             "decide what training does with them.",
             len(disagreeing),
             len(dataset),
-            disagreeing[0],
+            row_label(disagreeing[0]),
         )
     return finish(dataset, outputs, keep_columns)
