@@ -15,6 +15,8 @@
 #   5. margin_solve.py on CPU and GPU (the gamma-PO margin solve and queue, microseconds per call)
 #   6. overhead.py --device cuda --dtype bfloat16: step-time ratios and peak GPU memory per trainer
 #   7. if time is left: step 6's timing at 4x the batch, to see how the fixed per-step margin cost scales
+#   8. the vLLM backend of `trl-margins generate` (tests/pairs/test_generate.py's GPU test, on step 2's model), where
+#      the image has vLLM (its wheels are far over what a call carries); reported as not run otherwise
 # Results go to $OUT when set (the device tool brings back at most 8 files: this writes at most 8), else
 # benchmarks/results/.
 #
@@ -141,6 +143,16 @@ EOF
         step "7. overhead at 4x the batch (timing only, if time is left)"
         run overhead_bs32 60 "$PY" benchmarks/overhead.py --device cuda --dtype bfloat16 --model "$MODEL_DIR" \
             --batch_size 32 --rounds 8 --warmup 1 --memory none --output "$RESULTS/overhead_cuda_bs32.json"
+    fi
+
+    if ((HAVE_TRL)); then
+        step "8. vLLM backend of generate"
+        if "$PY" -c "import vllm" 2>/dev/null; then
+            TRL_MARGINS_VLLM_MODEL=$MODEL_DIR run vllm 150 "$PY" -m pytest -q -p no:cacheprovider \
+                tests/pairs/test_generate.py -k vllm_backend
+        else
+            echo "vllm is not installed on this image: the vLLM backend was not run"; FAILED+=("vllm(not installed)")
+        fi
     fi
 
     step "done in ${SECONDS}s"

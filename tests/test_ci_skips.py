@@ -75,5 +75,5 @@ def test_module_level_skip_fails_in_ci(tmp_path):
 
 def test_gpu_allow_list_names_real_tests():
     # A name in the allow-list that matches no test would silently let a renamed test skip
-    source = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    source = "\n".join(p.read_text() for p in Path(__file__).parent.rglob("test_*.py"))
     assert all(f"def {name}(" in source for name in ci_skips.GPU_ONLY_TESTS)

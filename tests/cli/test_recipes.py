@@ -12,7 +12,9 @@ from trl_margins.data.assets import BUNDLED_DATASET
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 ACCELERATE_CONFIGS = RECIPES / "accelerate_configs"
-TRAINING_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if ACCELERATE_CONFIGS not in p.parents)
+RECIPE_FILES = sorted(p for p in RECIPES.rglob("*.yaml") if ACCELERATE_CONFIGS not in p.parents)
+ROUNDS_RECIPES = [p for p in RECIPE_FILES if p.parent.name.startswith("rounds")]  # tests/cli/test_rounds.py
+TRAINING_RECIPES = [p for p in RECIPE_FILES if p not in ROUNDS_RECIPES]
 MODE_OF_FOLDER = {"mmpo": "mmpo", "mmpo-rm": "reward", "gamma-simpo": "gamma-po", "beta-dpo": "mmpo"}
 # Datasets already in TRL's preference format, which need no adapter
 TRL_FORMAT_DATASETS = {"Anthropic/hh-rlhf"}
@@ -27,8 +29,8 @@ def parse(recipe: Path):
 
 
 def test_every_model_folder_has_recipes_and_a_readme():
-    assert len(TRAINING_RECIPES) == 13
-    for folder in {p.parent.parent for p in TRAINING_RECIPES}:
+    assert len(TRAINING_RECIPES) == 13 and len(ROUNDS_RECIPES) == 2
+    for folder in {p.parent.parent for p in RECIPE_FILES}:
         readme = (folder / "README.md").read_text()
         for recipe in folder.rglob("*.yaml"):
             assert str(recipe.relative_to(RECIPES.parent)) in readme or recipe.name in readme

@@ -4,7 +4,8 @@
   renamed recipe keys) and `demo` (the offline default example);
 - `evaluate`: `evaluate`;
 - `fit-gamma`: `fit_gamma`;
-- `generate`, `annotate`, `select`: `generate`, `annotate`, `select` (on-policy pairs and their margins).
+- `generate`, `annotate`, `select`: `generate`, `annotate`, `select` (on-policy pairs and their margins);
+- `rounds`: `rounds` (all of them, K times, with training).
 
 A new command is a new module here with a `main(argv) -> int`, listed in `main`'s dispatch below. `python -m
 trl_margins.cli ...` (under `accelerate launch`) runs the same `main`. This package is the only one that imports the
@@ -28,12 +29,13 @@ _COMMANDS = {
     "generate": ("generate", "sample N completions per prompt from a policy (all_generated_responses)"),
     "annotate": ("annotate", "score every response with a reward model (score columns, all_rm_scores)"),
     "select": ("select", "keep the pairs whose margin passes a threshold, a quantile or a metric"),
+    "rounds": ("rounds", "on-policy rounds: generate, annotate, select, train and evaluate, K times"),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`trl-margins mmpo|gamma-po|reward|kto|evaluate|fit-gamma|generate|annotate|select ...`: train with a recipe,
-    evaluate a trained model, fit `mmpo_gamma`, or make and filter pairs with margins."""
+    """`trl-margins mmpo|gamma-po|reward|kto|evaluate|fit-gamma|generate|annotate|select|rounds ...`: train with a
+    recipe, evaluate a trained model, fit `mmpo_gamma`, make and filter pairs with margins, or run on-policy rounds."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = [*MODES, *_COMMANDS]
     if not argv or argv[0] in ("-h", "--help"):

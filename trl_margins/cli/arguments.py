@@ -98,6 +98,13 @@ class MarginScriptArguments(ScriptArguments):
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer to load instead of the model's own."}
     )
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Reference policy of DPO-style training (mmpo, gamma-po, kto), loaded like the model. Default: a "
+            "copy of the model (or, with PEFT, the model with its adapter disabled), as TRL does."
+        },
+    )
     chat_template: str | None = field(default=None, metadata={"help": "A Jinja chat template for the tokenizer."})
     conversational: bool = field(
         default=False,
@@ -350,6 +357,11 @@ def parse_args(mode: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     if model_args.model_name_or_path is None:
         raise UsageError("Set `model_name_or_path` (a hub id or a local folder).")
     model_args.model_name_or_path = resolve_model(model_args.model_name_or_path, "`model_name_or_path`")
+    if script_args.ref_model_name_or_path is not None:
+        if mode == "reward":
+            raise UsageError("`ref_model_name_or_path` is for policies: a reward model has no reference.")
+        ref = resolve_model(script_args.ref_model_name_or_path, "`ref_model_name_or_path`")
+        script_args.ref_model_name_or_path = ref
     if script_args.tokenizer_name_or_path is not None:
         script_args.tokenizer_name_or_path = resolve_model(
             script_args.tokenizer_name_or_path, "`tokenizer_name_or_path`"

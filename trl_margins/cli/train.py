@@ -125,8 +125,9 @@ def _tokenizer(model_args: ModelConfig, script_args: MarginScriptArguments, trai
     return tokenizer
 
 
-def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict[str, Any]:
-    """Train (resuming from the last checkpoint in `output_dir`), save, evaluate. Returns what it reports."""
+def run(mode: str, script_args, training_args, model_args, dataset_args, end: bool = True) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint in `output_dir`), save, evaluate. Returns what it reports. With
+    `end`, the trackers and the process group finish too (a caller that trains again, such as `rounds`, says no)."""
     started = time.monotonic()
     _setup_logging(training_args)
     process_state()  # several CPU processes form one gloo group, or stop here
@@ -168,8 +169,15 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
             "`dataset_test_split`, or set `eval_strategy: no` (and `preference_eval: false`)."
         )
 
+    ref_model = {}
+    if script_args.ref_model_name_or_path is not None:
+        from transformers import AutoModelForCausalLM
+
+        ref_kwargs = {k: v for k, v in model_init_kwargs.items() if k not in ("revision",)}
+        ref_model["ref_model"] = AutoModelForCausalLM.from_pretrained(script_args.ref_model_name_or_path, **ref_kwargs)
     trainer = MODES[mode].trainer_class(
         model=model_args.model_name_or_path,
+        **ref_model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset if wants_eval else None,
@@ -223,7 +231,7 @@ def run(mode: str, script_args, training_args, model_args, dataset_args) -> dict
     if main_process:
         minutes = (time.monotonic() - started) / 60
         print(f"Model saved to {os.path.abspath(training_args.output_dir)} ({minutes:.1f} min in all).")
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish the trackers and the process group
+    if end and hasattr(trainer, "end"):  # transformers >= 5.18: finish the trackers and the process group
         trainer.end()
     return report
 

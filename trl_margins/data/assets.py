@@ -99,6 +99,28 @@ def load_bundled_pairs(split: str) -> Dataset:
     return load_vader_preferences(split).map(lambda ex: {"prompt": ex["prompt"] + "\n"})
 
 
+BUNDLED_PROMPTS = "trl_margins:vader-prompts"
+"""The name that `trl-margins` commands read as prompts made from the VADER sentences (`load_vader_prompts`)."""
+
+
+def load_vader_prompts(split: str = "train", words: int = 3) -> Dataset:
+    """Prompts for on-policy sampling (`trl-margins generate`, `rounds`), one per VADER sentence of a split: the
+    instruction of the sentence's source (the pairs' prompt, e.g. "Write a positive tweet.") and the sentence's first
+    `words` words to begin with. A `prompt` column, in the order the split's pairs first name the sentences; the
+    train and test splits share no sentence, as the pairs'."""
+    pairs = load_vader_preferences(split)
+    texts = {row["id"]: row["text"] for row in load_vader_sentences()}
+    seen, prompts = set(), []
+    for row in pairs:
+        for sentence in (row["chosen_id"], row["rejected_id"]):
+            opening = " ".join(texts[sentence].split()[:words])
+            if sentence in seen or not opening:
+                continue
+            seen.add(sentence)
+            prompts.append(f'{row["prompt"].rstrip()} Begin it with "{opening}".\n')
+    return Dataset.from_dict({"prompt": prompts})
+
+
 def load_vader_sentences() -> Dataset:
     """Every VADER sentence: ``id``, ``source``, ``text``, ``mean``, ``std`` and the raw integer ``ratings``."""
     return _load_jsonl("sentences.jsonl")

@@ -19,9 +19,11 @@ from ..errors import DataError, UsageError
 from .assets import (
     BUNDLED_DATASET,
     BUNDLED_MODEL,
+    BUNDLED_PROMPTS,
     BUNDLED_REWARD_BACKBONE,
     VADER_SPLITS,
     load_bundled_pairs,
+    load_vader_prompts,
     minilm_path,
     smollm2_path,
 )
@@ -78,20 +80,18 @@ def check_split(dataset: DatasetDict, split: str, option: str) -> None:
         )
 
 
-def _bundled(split: str, option: str) -> Dataset:
+def _bundled(split: str, option: str, name: str = BUNDLED_DATASET) -> Dataset:
     if split not in VADER_SPLITS:
-        raise UsageError(
-            f"{BUNDLED_DATASET} has the splits {list(VADER_SPLITS)}, not {split!r}: choose one with `{option}`."
-        )
-    return load_bundled_pairs(split)
+        raise UsageError(f"{name} has the splits {list(VADER_SPLITS)}, not {split!r}: choose one with `{option}`.")
+    return load_vader_prompts(split) if name == BUNDLED_PROMPTS else load_bundled_pairs(split)
 
 
 def load_source(path: str, name: str | None = None, **kwargs) -> Dataset | DatasetDict:
-    if path == BUNDLED_DATASET:
+    if path in (BUNDLED_DATASET, BUNDLED_PROMPTS):
         split = kwargs.get("split")
         if split is not None:
-            return _bundled(split, "split")
-        return DatasetDict({s: load_bundled_pairs(s) for s in VADER_SPLITS})
+            return _bundled(split, "split", path)
+        return DatasetDict({s: _bundled(s, "split", path) for s in VADER_SPLITS})
     suffix = Path(path).suffix
     if suffix in LOCAL_FORMATS and not Path(path).is_file():  # else `load_dataset` looks for it on the hub
         raise UsageError(f"dataset file {path} not found")
@@ -103,8 +103,8 @@ def load_source(path: str, name: str | None = None, **kwargs) -> Dataset | Datas
 
 def load_preference_dataset(name_or_path: str, split: str | None = None, config: str | None = None):
     """A local file (by extension) or a hub dataset, as one `datasets.Dataset`."""
-    if name_or_path == BUNDLED_DATASET:  # the pairs exactly as `trl-margins mmpo` trains and evaluates on them
-        return _bundled(split or "test", "--split")
+    if name_or_path in (BUNDLED_DATASET, BUNDLED_PROMPTS):  # as `trl-margins mmpo` trains and evaluates on them
+        return _bundled(split or "test", "--split", name_or_path)
     path = Path(name_or_path)
     if path.suffix in LOCAL_FORMATS and not path.is_file():  # else `load_dataset` looks for it on the hub
         raise UsageError(f"dataset file {path} not found")

@@ -251,7 +251,7 @@ def annotate(
                 "scored again: %s", len(changed), output_dir, changed,
             )  # fmt: skip
         barrier()
-        output = merge_shards(output_dir, len(ranges), MERGED_FILE) if rank == 0 else None
+        output = merge_shards(output_dir, len(ranges), output_dir / MERGED_FILE) if rank == 0 else None
     finally:
         if rank == 0:
             lock.unlink(missing_ok=True)

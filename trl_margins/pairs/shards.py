@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def check_manifest(output_dir: Path, manifest: dict[str, Any], manifest_file: st
         write_atomically(path, json.dumps(manifest, indent=2))
 
 
-def shard_fingerprint(rows: Dataset) -> str:
+def shard_fingerprint(rows: Iterable[Any]) -> str:
     """A digest of a shard's input rows: a finished shard is kept only while the rows it was scored from are the
     same (a file changed under the same path is scored again)."""
     digest = hashlib.sha256()
@@ -168,17 +169,16 @@ def write_shard(rows: list[dict[str, Any]], path: Path, fingerprint: str) -> Non
     os.replace(tmp, path)
 
 
-def merge_shards(output_dir: str | os.PathLike, num_shards: int, merged_file: str) -> Path:
-    """Concatenate the shards, in order, into ``output_dir/<merged_file>``; a missing shard is an error."""
-    output_dir = Path(output_dir)
-    missing = [k for k in range(num_shards) if not shard_path(output_dir, k).is_file()]
+def merge_shards(shard_root: str | os.PathLike, num_shards: int, target: str | os.PathLike) -> Path:
+    """Concatenate the shards under `shard_root`, in order, into the file `target`; a missing shard is an error."""
+    shard_root, target = Path(shard_root), Path(target)
+    missing = [k for k in range(num_shards) if not shard_path(shard_root, k).is_file()]
     if missing:
-        raise UsageError(f"Shards {missing} of {output_dir} are missing: run the command again to make them.")
-    target = output_dir / merged_file
+        raise UsageError(f"Shards {missing} of {shard_root} are missing: run the command again to make them.")
     tmp = tmp_path(target)
     with open(tmp, "wb") as out:
         for k in range(num_shards):
-            out.write(shard_path(output_dir, k).read_bytes())
+            out.write(shard_path(shard_root, k).read_bytes())
     os.replace(tmp, target)
     return target
 
