@@ -94,6 +94,27 @@ def test_without_a_gpu_half_precision_needs_use_cpu(tmp_path, caplog, monkeypatc
     assert len(slow) == 1  # once per process
 
 
+def test_commands_warn_once_for_bf16_on_a_cpu_without_it(monkeypatch, caplog):
+    import logging
+
+    from trl_margins.pairs.annotate import resolve_dtype
+
+    monkeypatch.setattr(_compat, "cpu_has_native_bf16", lambda: False)
+    _compat._warn_slow_cpu_bf16.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="trl_margins"):
+        assert resolve_dtype("float32", "cpu") == torch.float32
+        assert not caplog.records
+        assert resolve_dtype("bfloat16", "cpu") == resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    slow = [r.getMessage() for r in caplog.records if "without native bf16" in r.getMessage()]
+    assert len(slow) == 1 and "--dtype float32" in slow[0]
+    caplog.clear()
+    monkeypatch.setattr(_compat, "cpu_has_native_bf16", lambda: True)
+    _compat._warn_slow_cpu_bf16.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="trl_margins"):
+        resolve_dtype("bfloat16", "cpu")
+    assert not caplog.records
+
+
 def test_cpu_bf16_flag_comes_from_torch():
     expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert _compat.cpu_has_native_bf16() == expected

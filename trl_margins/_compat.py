@@ -425,11 +425,18 @@ def cpu_has_native_bf16() -> bool:
 
 
 @functools.cache
-def _warn_slow_cpu_bf16() -> None:
+def _warn_slow_cpu_bf16(remedy: str = "Set bf16=False to train in float32.") -> None:
     logger.warning(
         "bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): torch runs bf16 matrix products in software, "
-        "many times slower than float32 (55x measured on an AVX2-only CPU). Set bf16=False to train in float32."
+        "many times slower than float32 (55x measured on an AVX2-only CPU). %s",
+        remedy,
     )
+
+
+def warn_if_slow_bf16(dtype: torch.dtype, device: str | torch.device) -> None:
+    """Warn once when a command would run a model in bf16 on a CPU that computes bf16 in software."""
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not cpu_has_native_bf16():
+        _warn_slow_cpu_bf16("Pass --dtype float32 to run in float32.")
 
 
 def launched_processes() -> int:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from .._compat import fused_lm_heads, token_outputs
+from .._compat import fused_lm_heads, token_outputs, warn_if_slow_bf16
 from ..data.formatting import tokenize_for_policy, tokenize_for_reward_model
 from ..losses import REWARD_TYPES
 
@@ -167,7 +167,9 @@ def load_scoring_model(model_id: str, kind: str, is_adapter: bool, dtype, device
 
         if is_adapter:
             from peft import AutoPeftModelForCausalLM as auto_class
-    return auto_class.from_pretrained(model_id, dtype=dtype).to(device)
+    model = auto_class.from_pretrained(model_id, dtype=dtype).to(device)
+    warn_if_slow_bf16(model.dtype, device)  # "auto" takes the checkpoint's dtype, often bf16
+    return model
 
 
 # ---- rewards -------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .._compat import warn_if_slow_bf16
 from ..data.formatting import as_conversational, is_empty_response, tokenize_for_reward_model
 from ..errors import DataError, UsageError, row_label
 from ..evaluation.rewards import score_token_sequences
@@ -266,6 +267,7 @@ def resolve_dtype(name: str, device: str | torch.device) -> torch.dtype:
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype):
         raise UsageError(f"--dtype must be auto or a torch dtype (bfloat16, float16, float32), got {name!r}.")
+    warn_if_slow_bf16(dtype, device)
     return dtype
 
 
