@@ -49,8 +49,13 @@ def _load_policy(name: str, dtype, device: str, trust_remote_code: bool):
     return model.to(device), AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
+def build_parser() -> DataclassParser:
+    """The parser of `trl-margins generate`: the policy, the prompts and the output, and the sampling settings."""
+    return DataclassParser((GenerateArguments, GenerateConfig), prog="trl-margins generate")
+
+
 def run(argv: Sequence[str]) -> Path:
-    parser = DataclassParser((GenerateArguments, GenerateConfig), prog="trl-margins generate")
+    parser = build_parser()
     args, config, unknown = parser.parse_args_into_dataclasses(list(argv), return_remaining_strings=True)
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
