@@ -104,3 +104,15 @@ def test_copied_pages_are_their_sources_with_the_site_paths_of_the_figures():
     for link in re.findall(r"\]\((figures/[^)]+)\)", results):
         assert link in figures
     assert hooks.copied_page("changelog.md") == (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
+def test_nested_lists_are_indented_four_spaces_as_python_markdown_reads_them():
+    sources = [*PAGES, REPO / "benchmarks" / "RESULTS.md", REPO / "CHANGELOG.md", REPO / "CONTRIBUTING.md"]
+    flat = []
+    for path in sources:
+        fence = False
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            fence ^= line.startswith("```")
+            if not fence and (line.startswith("  - ") or line.startswith("  * ")):
+                flat.append(f"{path.relative_to(REPO)}:{number}")
+    assert not flat, f"a nested list indented by 2 spaces renders flat in the site: {flat[:5]}"

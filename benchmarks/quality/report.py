@@ -234,7 +234,7 @@ def provenance(results: dict[str, Any], path: Path, git: bool = True) -> str:
     """Where a result file's numbers come from, as far as it records it (and git, with `git=True`)."""
     machine = results.get("machine", {})
     shards = _shard_rows(path)
-    lines = [f"Source: `{_repo_path(path)}`."]
+    lines = [f"Source: `{_repo_path(path)}`.", ""]
     command = results.get("command")
     lines.append(f"- **Command** (the last that wrote the file): `{command}`" if command else "- **Command**: not "
                  "recorded in the JSON")  # fmt: skip
