@@ -76,8 +76,8 @@ def _kind(action: argparse.Action, annotation: object = None) -> str:
         return " \\| ".join(f"`{_cell(repr(c))}`" for c in action.choices)
     if action.nargs == 0:
         return "flag"
-    if annotation is not None:
-        return f"`{_cell(_type_name(annotation))}`"
+    if annotation is not None:  # a pipe inside a code span would show its escape: one code span per member
+        return " \\| ".join(f"`{part}`" for part in _type_name(annotation).split(" | "))
     if action.type is None:
         return "`str`"
     if isinstance(action.type, type):
