@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'start=$SECONDS; rm -rf "$work"; echo "== removed the work folder in $((SECONDS - start)) s"' EXIT
 start=$SECONDS
 version=$(python -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
 
@@ -33,6 +33,7 @@ python -m venv "$work/venv"
 echo "== the wheel and its dependencies installed in a fresh venv in $((SECONDS - start)) s"
 start=$SECONDS
 cp .ci/wheel_smoke.py "$work/"
+cp tests/helpers.py "$work/tiny_models.py"
 mkdir "$work/run"
 cd "$work/run"
 env -u PYTHONPATH "$work/venv/bin/python" "$work/wheel_smoke.py" "$version" "$work/run"

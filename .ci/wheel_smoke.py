@@ -1,6 +1,7 @@
 """The installed wheel, outside the checkout (`.ci/wheel_check.sh` runs this with a fresh venv's python, from a
 directory that holds no checkout): the console script answers, every public name imports, and `trl-margins mmpo`
-trains two steps on the bundled VADER pairs with a tiny Qwen2 built here (no hub), which proves the package data ships.
+trains two steps on the bundled VADER pairs with a tiny Qwen2 (no hub), which proves the package data ships. The tiny
+model is the tests' (`tests/helpers.py`, copied next to this script as `tiny_models.py`; it imports no trl_margins).
 
     python wheel_smoke.py VERSION WORK_DIR
 """
@@ -9,42 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
-
-
-def build_tiny_model(path: Path) -> str:
-    """A word-level BPE tokenizer and a 2-layer Qwen2 with random weights, as `tests/helpers.py` builds them."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
-
-    rng = random.Random(0)
-    words = ["the", "a", "good", "bad", "great", "movie", "film", "day", "food", "was", "is", "very", "not", "fun"]
-    corpus = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(200)]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=300,
-            special_tokens=["<|pad|>", "<|endoftext|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def main(version: str, work: Path) -> None:
@@ -65,7 +33,9 @@ def main(version: str, work: Path) -> None:
         assert f"  {command} " in shown, (command, shown)
     print("wheel smoke: `trl-margins --help` lists every command")
 
-    model = build_tiny_model(work / "tiny-qwen2")
+    from tiny_models import build_tiny_model
+
+    model = build_tiny_model(str(work / "tiny-qwen2"))
     out = work / "mmpo-vader"
     args = [
         str(script), "mmpo", "--model_name_or_path", model, "--dataset_name", "trl_margins:vader",
