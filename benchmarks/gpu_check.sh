@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks of issues 7 and 18, in ONE call on a borrowed H100/H200 (15 minutes of device time in all, start-up and
+# The GPU checks (overhead, every knob, the engines), in ONE call on a borrowed H100/H200 (15 minutes of device time in all, start-up and
 # any rerun included; this aims at < 6 minutes, so run it with timeout_s 420 and there is room for one rerun).
 #
 # Steps, most important first, each under its own time limit and all under BUDGET seconds (default 340); a failed

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Micro-benchmark of gamma-PO's per-step extra work (issue 7): the margin solve and the queue.
+"""Micro-benchmark of gamma-PO's per-step extra work: the margin solve and the queue.
 
 Times, in microseconds per call:
   * `dynamic_target_margins` (20 mirror-descent iterations) over m_n = 256 and 2048 reward gaps,

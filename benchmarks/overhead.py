@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training-step time and memory of the margin trainers against TRL's stock trainers (issue 7).
+"""Training-step time and memory of the margin trainers against TRL's stock trainers.
 
 Every trainer gets the same model, the same VADER pairs and the same pre-collated batches, and all of them run in ONE
 process, interleaved in rotating order, so that load from other jobs and thermal drift hit them alike. A step is
@@ -12,7 +12,7 @@ no kernel's cost. gamma-PO queues are pre-filled to capacity, so the measured st
 
 Each variant's ratio is taken twice:
   * against the stock TRL trainer (`trl.DPOTrainer`, or TRL's SimPO = `CPOTrainer(loss_type="simpo", cpo_alpha=0)`),
-    the comparison the issue asks for; it also contains every difference between TRL's loss code and ours (metrics,
+    the comparison that matters to a user; it also contains every difference between TRL's loss code and ours (metrics,
     host syncs, for SimPO even the LM head: TRL's CPOTrainer builds the full logits, ours the fused head), and
   * against our own trainer with the margin knob off, which isolates what the margins cost.
 The ratio is the median over rounds of the per-round ratio (same batch, adjacent in time) with a bootstrap 95% CI.
@@ -82,7 +82,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("simpo", "TRL SimPO (CPOTrainer simpo, cpo_alpha=0)", None, None, True),
     Variant("simpo_ours", "MMPOTrainer, reward_type=simpo (our SimPO)", "simpo", None, True),
     Variant("gamma_simpo", "GammaPOTrainer, reward_type=simpo (gamma-SimPO)", "simpo", "simpo_ours", True),
-    # The knobs of issue 17, each against our DPO with every knob off (the same code path without the knob)
+    # Per-pair weights, ODPO and beta-DPO, each against our DPO with every knob off (the same code path without it)
     Variant("dpo_weighted", "MMPOTrainer, weight_column (per-pair weights)", "dpo", "dpo_ours", False),
     Variant("odpo", "MMPOTrainer, odpo_alpha=1 (ODPO offsets)", "dpo", "dpo_ours", False),
     Variant("beta_dpo", "MMPOTrainer, beta_dpo_alpha=6 (beta-DPO: batch beta, 80% kept)", "dpo", "dpo_ours", False),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-TIME_GOAL = 1.01  # the issue's goal: at most 1% slower per step than the stock trainer
+TIME_GOAL = 1.01  # the goal: at most 1% slower per step than the stock trainer
 
 
 # ---- statistics ----------------------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def build_report(
                     entry[key] = {"against": other, **paired_ratio(times[name], times[other])}
         if memory is not None and name not in no_memory:
             entry["memory"] = mem = memory.get(name) or {}
-            # What the issue asks about: memory beyond the stock trainer's (and beyond our own with the knob off)
+            # The memory goal: nothing beyond the stock trainer's (and beyond our own with the knob off)
             for key, other in (("vs_stock", v.baseline), ("vs_control", v.control)):
                 other_mem = memory.get(other) or {}
                 if "step_peak_mib" in mem and "step_peak_mib" in other_mem:

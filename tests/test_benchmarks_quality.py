@@ -412,3 +412,33 @@ def test_rm_agreement_scores_both_splits_through_annotate(tiny_rm_dir, tmp_path)
     assert [r["human_score_chosen"] for r in rows] == [s["score_chosen"] for s in shipped]
     assert all(isinstance(r["score_chosen"], float) for r in rows)
     assert [r["in_rm_training"] for r in rows] == [True, True, False, False, False, False]
+
+
+def test_results_md_tables_are_what_report_py_makes_of_the_stored_json():
+    import report
+
+    markdown = (REPO / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    blocks = list(report.BLOCK.finditer(markdown))
+    assert {m["kind"] for m in blocks} == {"policy", "reward_model", "rm_agreement"} and len(blocks) == 5
+    assert all(m["body"].strip() for m in blocks)  # each block has been generated
+    assert report.stale_blocks(markdown) == []
+    # A changed number in a table is stale
+    changed = markdown.replace("| 0.635 ± 0.009 |", "| 0.636 ± 0.009 |", 1)
+    assert changed != markdown and report.stale_blocks(changed) == ["benchmarks/quality/results/policy.json"]
+
+
+def test_report_says_what_a_result_file_does_not_record(tmp_path):
+    import report
+
+    results = {"command": "PYTHONPATH=. python benchmarks/quality/reward_model.py --quick", "config": {}}
+    text = report.provenance(results, tmp_path / "reward_model.json", git=False)
+    assert "`PYTHONPATH=. python benchmarks/quality/reward_model.py --quick`" in text
+    assert "- **Started**: the JSON records no date or commit" in text
+    assert "- **Hardware and software**: not recorded in the JSON" in text
+    assert "- **Load**: not recorded in the JSON" in text
+    machine = {"cpu": "AMD EPYC", "cpu_count": 2, "torch_threads": 1, "torch": "2.13.0+cpu", "git_commit": "abc1234",
+               "date": "2026-11-27 01:19:29 UTC"}  # fmt: skip
+    resumed = {**results, "command": results["command"] + " --resume", "machine": machine, "compute_s": 7200.0}
+    text = report.provenance(resumed, tmp_path / "reward_model.json", git=False)
+    assert "2026-11-27 01:19:29 UTC at commit abc1234" in text and "the last invocation, a `--resume`" in text
+    assert "7,200 s (2.0 h)" in text and "AMD EPYC, 2 CPUs, 1 torch thread per process; torch 2.13.0+cpu" in text

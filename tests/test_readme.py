@@ -1,49 +1,33 @@
-"""The README's Python snippets run as written on a CPU: hub ids become a tiny local model and `load_dataset` a small
-local `DatasetDict`, nothing else changes. Each trainer is built (construction runs every config and data check) and
-trained for one step."""
+"""The README's code blocks run as written on a CPU (tests/docs_blocks.py: hub ids become tiny local models, each
+trainer is built and trained one step), except the `## Set up` section's two commands, which are what CI runs first,
+read from the README by .ci/readme_commands.py (checked here)."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-import datasets
 import pytest
 
-from tests.helpers import make_preference_dataset
+from tests.docs_blocks import PageRunner
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-HUB_MODELS = ("my-org/gemma-2b-sft", "meta-llama/Meta-Llama-3-8B-Instruct")
+SET_UP = re.compile(r"^## Set up\n.*?(?=^## )", flags=re.M | re.S)
 
 
-def python_snippets() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.M | re.S)
-
-
-def test_readme_python_snippets_build_and_train_on_a_cpu(tiny_model_dir, tmp_path, monkeypatch):
-    splits = {"train_prefs": make_preference_dataset(8), "test_prefs": make_preference_dataset(4, seed=1)}
-    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: datasets.DatasetDict(splits))
+def test_readme_code_blocks_build_and_train_on_a_cpu(
+    tiny_model_dir, tiny_rm_dir, tiny_bert_dir, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    snippets = python_snippets()
-    assert len(snippets) >= 3
-    namespace: dict = {}
-    for snippet in snippets:
-        code = snippet
-        for hub_id in HUB_MODELS:
-            code = code.replace(repr(hub_id).replace("'", '"'), repr(tiny_model_dir))
-        code = code.replace("trainer.train()", "")
-        exec(compile(code, str(README), "exec"), namespace)
-        trainer = namespace["trainer"]
-        assert not trainer.args.bf16  # TRL's default bf16 needs a GPU; left unset, the configs turn it off here
-        trainer.args.max_steps = 1
-        trainer.args.report_to = []
-        trainer.train()
-        assert trainer.state.global_step == 1
+    models = {"causal": tiny_model_dir, "reward": tiny_rm_dir, "encoder": tiny_bert_dir}
+    text = README.read_text(encoding="utf-8")
+    assert SET_UP.search(text)
+    counts = PageRunner(README, models, monkeypatch, text=SET_UP.sub("", text)).run()
+    assert counts == {"ran": 3, "skipped": 0}  # the quickstart, the reward model and gamma-PO, each trained a step
 
 
 @pytest.mark.parametrize("block", [0, 1])
 def test_readme_set_up_commands_are_what_ci_runs(block):
-    import subprocess
-    import sys
-
     root = README.parent
     commands = subprocess.run(
         [sys.executable, str(root / ".ci" / "readme_commands.py"), str(README)], capture_output=True, text=True

@@ -4,12 +4,27 @@ Every paired difference to the baseline carries its paired t-test over seeds and
 family being one table's comparisons for one metric (`significance.py`); `*` marks Holm-adjusted p < 0.05. Below
 each table, the A/A control (gamma-DPO against DPO, whose losses agree to rounding) where the table has it.
 
-PYTHONPATH=. python benchmarks/quality/report.py [--results benchmarks/quality/results]
+Each block of tables opens with where its numbers come from, as far as the JSON records it: the command that last
+wrote the file, the date and commit its `machine` entry records (when the first run started), the shards it merged
+(each with its own start and commit), hardware and software, the compute summed over processes, and the commit that
+last changed the file (`git log`). What the JSON does not record (the load on the machine, when the last run ended)
+is said so.
+
+    PYTHONPATH=. python benchmarks/quality/report.py [--results benchmarks/quality/results]   # print the tables
+    PYTHONPATH=. python benchmarks/quality/report.py --update benchmarks/RESULTS.md           # rewrite its blocks
+    PYTHONPATH=. python benchmarks/quality/report.py --check benchmarks/RESULTS.md            # exit 1 if stale
+
+`--update` and `--check` act on the blocks between `<!-- report.py KIND PATH -->` and `<!-- end report.py -->` in
+the file (KIND: `policy`, `reward_model` or `rm_agreement`; PATH: the result file, from the repository root).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +169,188 @@ def compact(policy: dict[str, Any] | None, rm: dict[str, Any] | None) -> str:
     return common.markdown_table(header, rows)
 
 
-def main() -> None:
+# ---- where the numbers come from ------------------------------------------------------------------------------------
+COMMITTED = "- **Committed**"
+"""The provenance line read from git rather than from the JSON (a checkout without history cannot check it)."""
+
+
+def _repo_path(path: Path) -> str:
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(common.REPO_ROOT).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def git_last_change(path: Path) -> tuple[str, str] | None:
+    """`(short hash, date)` of the commit that last changed `path`, or None without the repository's history."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=common.REPO_ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        if git("rev-parse", "--is-shallow-repository") != "false":
+            return None
+        out = git("log", "-1", "--format=%h %cs", "--", _repo_path(path))
+    except OSError:
+        return None
+    return tuple(out.split(" ", 1)) if out else None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds:,.0f} s ({seconds / 3600:.1f} h)"
+
+
+def _machine(machine: dict[str, Any]) -> str:
+    if not machine:
+        return "not recorded in the JSON"
+    cpu = f"{machine.get('cpu', 'CPU not recorded')}, {machine.get('cpu_count', '?')} CPUs"
+    threads = machine.get("torch_threads")
+    cpu += f", {threads} torch thread{'s' if threads != 1 else ''} per process" if threads else ""
+    names = (("Python", "python"), ("torch", "torch"), ("transformers", "transformers"), ("TRL", "trl"))
+    software = ", ".join(f"{name} {machine[key]}" for name, key in names if key in machine)
+    return f"{cpu}; {software}"
+
+
+def _shard_rows(path: Path) -> list[list[str]]:
+    """One row per shard file next to the result (`shards/*/<name>`): when and at which commit it started, what ran."""
+    rows = []
+    for shard_path in sorted((path.parent / "shards").glob(f"*/{path.name}")):
+        shard = json.loads(shard_path.read_text())
+        machine = shard.get("machine", {})
+        runs = [r for r in shard.get("runs", []) if not r.get("reused_from")]
+        settings = ", ".join(dict.fromkeys(r["setting"] for r in runs)) or "-"
+        methods = ", ".join(dict.fromkeys(r["method"] for r in runs)) or "-"
+        seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in runs})) or "-"
+        rows.append([
+            f"`{shard_path.parent.name}`", machine.get("date", "not recorded"), machine.get("git_commit") or "-",
+            settings, methods, seeds, str(len(runs)), f"{shard.get('compute_s', 0):,.0f}",
+        ])  # fmt: skip
+    return rows
+
+
+def provenance(results: dict[str, Any], path: Path, git: bool = True) -> str:
+    """Where a result file's numbers come from, as far as it records it (and git, with `git=True`)."""
+    machine = results.get("machine", {})
+    shards = _shard_rows(path)
+    lines = [f"Source: `{_repo_path(path)}`.", ""]
+    command = results.get("command")
+    lines.append(f"- **Command** (the last that wrote the file): `{command}`" if command else "- **Command**: not "
+                 "recorded in the JSON")  # fmt: skip
+    if results.get("shards"):
+        lines[-1] += f"; it merged the results of {len(results['shards'])} shard commands (the JSON's `shards`)"
+    started = machine.get("date")
+    if started:
+        if results.get("shards"):
+            what = "of the first file merged, written when that run started"
+        elif command and "--resume" in command:
+            what = "written when the last invocation, a `--resume`, started; earlier invocations are not recorded"
+        else:
+            what = "written when the run started"
+        lines.append(
+            f"- **Started**: {started} at commit {machine.get('git_commit') or '(not recorded)'} (the JSON's "
+            f"`machine`, {what}; the JSON does not record when the last run ended)"
+        )
+    else:
+        lines.append("- **Started**: the JSON records no date or commit")
+    if git:
+        change = git_last_change(path)
+        lines.append(
+            f"{COMMITTED}: {change[0]} on {change[1]} (the commit that last changed the file, `git log`)"
+            if change
+            else f"{COMMITTED}: no git history in this checkout (`git log -- {_repo_path(path)}`)"
+        )
+    lines.append(f"- **Hardware and software**: {_machine(machine)}")
+    lines.append("- **Load**: not recorded in the JSON")
+    if "compute_s" in results:
+        lines.append(f"- **Compute**: {_hours(results['compute_s'])}, the processes' wall times summed (`compute_s`)")
+    sizes = results.get("config", {}).get("sizes")
+    if sizes:
+        keys = ("train_pairs", "steps", "batch_size", "eval_pairs", "seeds")
+        lines.append("- **Sizes**: " + ", ".join(f"{k} {sizes[k]}" for k in keys if k in sizes))
+    text = "\n".join(lines)
+    if shards:
+        header = ["shard", "started", "commit", "settings", "methods", "seeds", "runs", "compute (s)"]
+        text += "\n\nThe shard files it merged (`shards/*/" + path.name + "`, each with its own `machine`):\n\n"
+        text += common.markdown_table(header, shards)
+    return text
+
+
+def agreement_table(results: dict[str, Any]) -> str:
+    """The reward model's margins against the raters' (`rm_agreement.py`)."""
+    names = {"test": "test", "train_unseen_by_rm": "train, not in the RM's training pairs",
+             "train_seen_by_rm": "train, the RM's own training pairs"}  # fmt: skip
+    rows = [
+        [label, str(results[key]["n"]), f"{results[key]['sign_agreement']:.3f}", f"{results[key]['pearson']:.3f}",
+         f"{results[key]['spearman']:.3f}"]
+        for key, label in names.items()
+        if key in results
+    ]  # fmt: skip
+    return common.markdown_table(["pairs", "n", "sign agreement (accuracy)", "Pearson", "Spearman"], rows)
+
+
+BLOCK = re.compile(
+    r"(<!-- report\.py (?P<kind>policy|reward_model|rm_agreement) (?P<path>\S+) -->\n)(?P<body>.*?)"
+    r"(<!-- end report\.py -->)",
+    flags=re.S,
+)
+
+
+def block(kind: str, path: Path, git: bool = True) -> str:
+    """The text of one generated block of RESULTS.md: provenance, then the tables."""
+    results = common.load_results(path)
+    if results is None:
+        raise FileNotFoundError(f"{path}: no such result file")
+    parts = [provenance(results, path, git)]
+    if kind == "policy":
+        parts += [policy_tables(results), label_stats(results)]
+    elif kind == "reward_model":
+        parts += [rm_tables(results), label_stats(results)]
+    else:
+        parts.append(agreement_table(results))
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def update(markdown: str, git: bool = True) -> str:
+    """`markdown` with every generated block rewritten from its result file."""
+
+    def render(match: re.Match) -> str:
+        body = block(match["kind"], common.REPO_ROOT / match["path"], git)
+        return match.group(1) + "\n" + body + "\n" + match.group(5)
+
+    return BLOCK.sub(render, markdown)
+
+
+def stale_blocks(markdown: str) -> list[str]:
+    """The generated blocks of `markdown` that differ from what the result files give now (the git line is compared
+    only where the checkout has the history)."""
+    has_history = git_last_change(common.HERE / "report.py") is not None
+
+    def keep(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if has_history or not line.startswith(COMMITTED))
+
+    fresh = {m["path"]: m["body"] for m in BLOCK.finditer(update(markdown, git=has_history))}
+    return [m["path"] for m in BLOCK.finditer(markdown) if keep(m["body"]) != keep(fresh[m["path"]])]
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=common.HERE / "results")
-    args = parser.parse_args()
+    parser.add_argument("--update", type=Path, help="Rewrite the generated blocks of this Markdown file.")
+    parser.add_argument("--check", type=Path, help="Exit 1 if a generated block of this file is stale.")
+    args = parser.parse_args(argv)
+    if args.update or args.check:
+        target = args.update or args.check
+        text = target.read_text(encoding="utf-8")
+        if args.update:
+            target.write_text(update(text), encoding="utf-8")
+            print(f"{target}: {len(BLOCK.findall(text))} generated blocks rewritten")
+            return 0
+        stale = stale_blocks(text)
+        for path in stale:
+            print(f"{target}: the block of {path} is stale; run report.py --update {target}", file=sys.stderr)
+        return 1 if stale else 0
     policy = common.load_results(args.results / "policy.json")
     rm = common.load_results(args.results / "reward_model.json")
     if policy:
@@ -165,7 +358,8 @@ def main() -> None:
     if rm:
         print("## reward model\n\n" + rm_tables(rm) + "\n\n" + label_stats(rm) + "\n")
     print("## compact (accuracy / ECE)\n\n" + compact(policy, rm))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -46,8 +46,13 @@ class AnnotateArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the hub model's own modelling code."})
 
 
+def build_parser() -> DataclassParser:
+    """The parser of `trl-margins annotate`: the reward model and the rows, and the scoring settings."""
+    return DataclassParser((AnnotateArguments, AnnotateConfig), prog="trl-margins annotate")
+
+
 def run(argv: Sequence[str]) -> AnnotateReport:
-    parser = DataclassParser((AnnotateArguments, AnnotateConfig), prog="trl-margins annotate")
+    parser = build_parser()
     args, config, unknown = parser.parse_args_into_dataclasses(list(argv), return_remaining_strings=True)
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")

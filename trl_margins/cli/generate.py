@@ -55,6 +55,7 @@ class GenerateArguments:
 
 
 def build_parser() -> DataclassParser:
+    """The parser of `trl-margins generate`: the policy, the prompts and the output, and the sampling settings."""
     return DataclassParser((GenerateArguments, GenerateConfig), prog="trl-margins generate")
 
 
