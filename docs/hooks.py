@@ -1,7 +1,8 @@
 """MkDocs hooks (`hooks:` in mkdocs.yml): pages generated at build time, so that they cannot drift from their source.
 
 - `cli/*.md`: the CLI reference, one page per `trl-margins` command, read from the command's own parser (every flag,
-  its type, default and help), and `cli/index.md` from `trl-margins --help`.
+  its type, default and help; for `rounds`, which reads a recipe, every key of `RoundsConfig`), and `cli/index.md`
+  from `trl-margins --help`.
 - `results.md`, `changelog.md`, `contributing.md`: benchmarks/RESULTS.md, CHANGELOG.md and CONTRIBUTING.md, with the
   figures the results show copied into the site.
 
@@ -38,6 +39,7 @@ OTHER_COMMANDS = {
     "annotate": "annotate",
     "select": "select",
 }
+RECIPE_COMMANDS = ("rounds",)  # commands that read a recipe of their own, documented from its config dataclass
 COPIED_PAGES = {
     "results.md": "benchmarks/RESULTS.md",
     "changelog.md": "CHANGELOG.md",
@@ -213,6 +215,64 @@ def command_page(command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _field_default(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        return f"`{_cell(repr(field.default))}`"
+    if field.default_factory is not dataclasses.MISSING:
+        return f"`{_cell(repr(field.default_factory()))}`"
+    return "required"
+
+
+def _field_rows(dataclass_type: type) -> list[str]:
+    """A table row per field of a config dataclass: its key, type, default and help."""
+    hints = typing.get_type_hints(dataclass_type)
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    for field in dataclasses.fields(dataclass_type):
+        kind = " \\| ".join(f"`{part}`" for part in _type_name(hints[field.name]).split(" | "))
+        help_text = _cell(field.metadata.get("help", ""))
+        lines.append(f"| `{field.name}` | {kind} | {_field_default(field)} | {help_text} |")
+    return lines
+
+
+def rounds_page() -> str:
+    """`trl-margins rounds`: the command line, every key of its recipe, and where each stage's keys are listed."""
+    from trl_margins.cli.rounds import TRAIN_MODES
+    from trl_margins.pairs.rounds import RoundsConfig
+
+    modes = ", ".join(f"[{m}]({m}.md)" for m in TRAIN_MODES)
+    lines = [
+        "# trl-margins rounds",
+        "",
+        "On-policy rounds with margins: generate, annotate, select, train and evaluate, once per round.",
+        "",
+        "```text",
+        "trl-margins rounds RECIPE.yaml [--key value ...] [--stage.key value ...] [--debug]",
+        "torchrun --nproc_per_node N -m trl_margins.cli rounds RECIPE.yaml",
+        "```",
+        "",
+        "The command reads a rounds recipe: the keys below. `--key value` overrides a top-level key and "
+        "`--generate.key value` (also `annotate`, `select`, `train`) a key of a stage; values are read as YAML "
+        "(`3`, `false`, `[13, 21]`). The table is generated from `trl_margins.pairs.rounds.RoundsConfig`.",
+        "",
+        "## Keys",
+        "",
+        *_field_rows(RoundsConfig),
+        "",
+        "## Stage keys",
+        "",
+        "| stage | keys |",
+        "|---|---|",
+        "| `generate` | the sampling options of [trl-margins generate](generate.md) (`GenerateConfig`) |",
+        "| `annotate` | the scoring options of [trl-margins annotate](annotate.md) (`AnnotateConfig`), "
+        "besides `output_dir` |",
+        "| `select` | `min_margin` (keep pairs whose margin is at least this) or `min_quantile` |",
+        f"| `train` | `mode` ({modes}) and that command's keys |",
+        "",
+        "See [On-policy rounds](../guides/rounds.md) for a walk-through and the files a run writes.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def cli_index() -> str:
     """The CLI overview: `trl-margins --help` and a link to each command's page."""
     from trl_margins.cli import main
@@ -221,7 +281,7 @@ def cli_index() -> str:
     with contextlib.redirect_stdout(out):
         main(["--help"])
     listed = re.findall(r"^  (\S+)\s", out.getvalue(), flags=re.M)
-    missing = sorted(set(listed) - set(TRAINING_COMMANDS) - set(OTHER_COMMANDS))
+    missing = sorted(set(listed) - set(TRAINING_COMMANDS) - set(OTHER_COMMANDS) - set(RECIPE_COMMANDS))
     if missing:
         raise RuntimeError(f"`trl-margins --help` lists commands without a reference page: {missing}")
     lines = [
@@ -249,6 +309,7 @@ def cli_pages() -> dict[str, str]:
     pages = {"cli/index.md": cli_index()}
     for command in (*TRAINING_COMMANDS, *OTHER_COMMANDS):
         pages[f"cli/{command}.md"] = command_page(command)
+    pages["cli/rounds.md"] = rounds_page()
     return pages
 
 

@@ -9,7 +9,8 @@ run is cut short:
   check), then trains one step.
 - ```bash / ```shell: each command (`\\` continues a line, `#` starts a comment) runs in-process: `trl-margins ...`
   through `trl_margins.cli.main`, `python examples/<script>.py ...` as a script, `python -c ...` as code. Training
-  commands get one step on a few pairs appended (`--max_steps 1 ...`), `generate` 4 new tokens.
+  commands get one step on a few pairs appended (`--max_steps 1 ...`), `generate` 4 new tokens, `rounds` one round
+  of the tiny models on 2 prompts.
 - ```yaml: a recipe; every key must be one that a training command takes (old keys mapped as the commands map them).
 - ```text: not code (formulas, usage, output).
 
@@ -155,7 +156,8 @@ class PageRunner:
 
     def shell(self, code: str, where: str) -> None:
         for argv in commands(code):
-            argv = [self.models.get(arg, arg) for arg in argv]
+            # the pages run from the checkout; the tests, in a scratch folder
+            argv = [str(REPO / arg) if arg.startswith("recipes/") else self.models.get(arg, arg) for arg in argv]
             if argv[0] == "trl-margins":
                 self.trl_margins(argv[1:], where)
             elif argv[:2] == ["python", "-c"]:
@@ -172,7 +174,18 @@ class PageRunner:
             args = [*args, *SHORT_RUN]
         elif args[0] == "generate":
             args = [*args, "--max_new_tokens", "4"]
+        elif args[0] == "rounds":
+            args = [*args, *self.short_rounds()]
         assert main(args) == 0, f"{where}: `trl-margins {shlex.join(args)}` failed"
+
+    def short_rounds(self) -> list[str]:
+        """One round of the tiny models on 2 prompts and 4 held-out pairs, trained one step."""
+        return [
+            "--policy", self.models["trl_margins:smollm2"], "--reward_model", self.models[REWARD_MODELS[0]],
+            "--rounds", "1", "--prompts_per_round", "2", "--heldout_max_samples", "4",
+            "--generate.num_completions", "2", "--generate.max_new_tokens", "4", "--train.use_peft", "false",
+            "--train.max_steps", "1", "--train.per_device_train_batch_size", "2",
+        ]  # fmt: skip
 
     def example(self, script: str, args: list[str], where: str) -> None:
         path = REPO / script

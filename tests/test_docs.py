@@ -55,8 +55,8 @@ def _nav_files(nav) -> list[str]:
 def test_the_navigation_has_every_page_and_every_page_is_in_it():
     config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
     hooks = _hooks()
-    generated = {*hooks.COPIED_PAGES, "cli/index.md", *(f"cli/{c}.md" for c in (*hooks.TRAINING_COMMANDS,
-                                                                                 *hooks.OTHER_COMMANDS))}  # fmt: skip
+    commands = (*hooks.TRAINING_COMMANDS, *hooks.OTHER_COMMANDS, *hooks.RECIPE_COMMANDS)
+    generated = {*hooks.COPIED_PAGES, "cli/index.md", *(f"cli/{c}.md" for c in commands)}
     nav = _nav_files(config["nav"])
     written = {p.relative_to(DOCS).as_posix() for p in PAGES}
     assert len(nav) == len(set(nav))
@@ -71,7 +71,7 @@ def test_the_cli_reference_documents_every_flag_of_every_command():
     hooks = _hooks()
     pages = hooks.cli_pages()
     commands = (*hooks.TRAINING_COMMANDS, *hooks.OTHER_COMMANDS)
-    assert set(pages) == {"cli/index.md", *(f"cli/{c}.md" for c in commands)}
+    assert set(pages) == {"cli/index.md", *(f"cli/{c}.md" for c in (*commands, *hooks.RECIPE_COMMANDS))}
     for command in commands:
         page = pages[f"cli/{command}.md"]
         parser = hooks.command_parser(command)
@@ -79,8 +79,19 @@ def test_the_cli_reference_documents_every_flag_of_every_command():
         assert len(flags) > 5
         missing = [flag for flag in flags if f"`{flag}`" not in page]
         assert not missing, f"trl-margins {command}: {missing[:5]}"
-    for command in commands:
+    for command in (*commands, *hooks.RECIPE_COMMANDS):
         assert f"[trl-margins {command}]({command}.md)" in pages["cli/index.md"]
+
+
+def test_the_rounds_reference_documents_every_key_of_a_rounds_recipe():
+    import dataclasses
+
+    from trl_margins.pairs.rounds import RoundsConfig
+
+    page = _hooks().cli_pages()["cli/rounds.md"]
+    for field in dataclasses.fields(RoundsConfig):
+        assert field.metadata.get("help"), field.name
+        assert f"| `{field.name}` |" in page, field.name
 
 
 def test_the_recipe_keys_table_is_the_mapping_the_commands_apply():

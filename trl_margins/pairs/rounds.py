@@ -56,24 +56,57 @@ SUMMARY_FILE = "rounds.json"
 class RoundsConfig:
     """What `run_rounds` does: the models, the prompts, the held-out pairs, and each stage's settings."""
 
-    output_dir: str
-    policy: str  # the first policy (a folder)
-    reward_model: str | dict[str, Any]  # a sequence classifier with one output, or a reward recipe to train one
-    prompts: str  # a dataset with a `prompt` column
-    rounds: int = 2
-    prompts_split: str | None = "train"
-    prompts_per_round: int | None = None  # None: every prompt, each round
-    same_prompts: bool = False  # every round on the first `prompts_per_round` prompts, not a new slice
-    ref: str = "first"
-    heldout: str | None = None  # pairs scored after each round (a `prompt` / `chosen` / `rejected` dataset)
-    heldout_split: str | None = "test"
-    heldout_adapter: str | None = None  # a dataset adapter the held-out rows go through first (as in training)
-    heldout_max_samples: int | None = None
-    heldout_prob_column: str | None = None  # each pair's empirical preference probability, for the calibration
-    generate: dict[str, Any] = field(default_factory=dict)  # GenerateConfig's fields
-    annotate: dict[str, Any] = field(default_factory=dict)  # AnnotateConfig's fields besides output_dir
-    select: dict[str, Any] = field(default_factory=dict)  # `min_margin` or `min_quantile`; empty keeps every pair
-    train: dict[str, Any] = field(default_factory=dict)  # a training recipe: `mode` (mmpo, gamma-po, kto) and keys
+    output_dir: str = field(metadata={"help": "Where each round's folder, `rounds.json` and `rounds.png` go."})
+    policy: str = field(metadata={"help": "The first policy: a folder, a hub id or a bundled model name."})
+    reward_model: str | dict[str, Any] = field(
+        metadata={
+            "help": "A sequence classifier with one output (folder or hub id), or a `trl-margins reward` recipe "
+            "(a mapping), trained once into `output_dir/reward-model` before the first round."
+        }
+    )
+    prompts: str = field(metadata={"help": "A dataset with a `prompt` column (file, folder or hub id)."})
+    rounds: int = field(default=2, metadata={"help": "How many rounds to run."})
+    prompts_split: str | None = field(default="train", metadata={"help": "The split of `prompts` to read."})
+    prompts_per_round: int | None = field(
+        default=None, metadata={"help": "Prompts per round, a new slice each round; unset: every prompt, each round."}
+    )
+    same_prompts: bool = field(
+        default=False, metadata={"help": "Every round on the first `prompts_per_round` prompts, not a new slice."}
+    )
+    ref: str = field(
+        default="first",
+        metadata={"help": "The reference model of each round's training: the `first` policy, or the `previous` one."},
+    )
+    heldout: str | None = field(
+        default=None,
+        metadata={"help": "Pairs (`prompt`, `chosen`, `rejected`) scored by the policy after each round."},
+    )
+    heldout_split: str | None = field(default="test", metadata={"help": "The split of `heldout` to read."})
+    heldout_adapter: str | None = field(
+        default=None, metadata={"help": "A dataset adapter the held-out rows go through first, as in training."}
+    )
+    heldout_max_samples: int | None = field(default=None, metadata={"help": "Score the first N held-out pairs only."})
+    heldout_prob_column: str | None = field(
+        default=None,
+        metadata={"help": "The held-out column of each pair's empirical preference probability, for the calibration."},
+    )
+    generate: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "The generate stage's settings: `trl-margins generate`'s options."}
+    )
+    annotate: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "The annotate stage's settings: `trl-margins annotate`'s options besides `output_dir`."},
+    )
+    select: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "`min_margin` or `min_quantile`; empty keeps every scored pair."}
+    )
+    train: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "A training recipe: its `mode` (mmpo, gamma-po or kto; default mmpo on the reward model's "
+            "margins) and that command's keys."
+        },
+    )
 
     def __post_init__(self):
         if self.rounds < 1:
