@@ -173,6 +173,7 @@ def _check_runs(results: dict, methods: dict[str, tuple[str, ...]], seeds: int) 
         assert 0.0 <= metrics["ece"] <= 1.0 and 0.0 <= metrics["brier"] <= 1.0
         assert math.isfinite(metrics["nll"]) and math.isfinite(metrics["mean_margin"])
         assert sum(run["reliability"]["count"]) == 2 * results["config"]["sizes"]["eval_pairs"]  # both orders
+        assert common.unpack_floats(run["predictions"]).numel() == results["heldout"]["pairs"]
     # MMPO keeps the mean ratings in (b): the run of (a), reused rather than recomputed
     for run in runs:
         if run["setting"] == "rater" and run["method"].startswith("mmpo") and run["method"] != "mmpo_1rater":
@@ -442,3 +443,92 @@ def test_report_says_what_a_result_file_does_not_record(tmp_path):
     text = report.provenance(resumed, tmp_path / "reward_model.json", git=False)
     assert "2026-11-27 01:19:29 UTC at commit abc1234" in text and "the last invocation, a `--resume`" in text
     assert "7,200 s (2.0 h)" in text and "AMD EPYC, 2 CPUs, 1 torch thread per process; torch 2.13.0+cpu" in text
+
+
+# ---- per-pair evidence and the pre-registered comparisons -----------------------------------------------------------
+def test_packed_predictions_round_trip_exactly():
+    import torch
+
+    values = torch.randn(257, dtype=torch.float64)
+    assert torch.equal(common.unpack_floats(common.pack_floats(values)), values)
+
+
+def test_paired_bootstrap_of_a_constant_shift_and_of_no_difference():
+    import preregistered
+    import torch
+
+    targets = torch.rand(40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    base = [torch.randn(40, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in range(4)]
+
+    def mean_margin(margins, _targets):
+        return float(margins.mean())
+
+    shifted = significance.paired_bootstrap([b + 1 for b in base], base, targets, mean_margin, replicates=200)
+    assert shifted["delta"] == pytest.approx(1.0) and shifted["ci_low"] == pytest.approx(1.0)
+    assert shifted["ci_high"] == pytest.approx(1.0) and shifted["p"] == pytest.approx(1 / 200)
+    same = significance.paired_bootstrap(base, base, targets, preregistered.ece, replicates=200)
+    assert same["delta"] == 0 and same["ci_low"] == same["ci_high"] == 0 and same["p"] == 1.0
+    # the metrics from margins are the package's own
+    from trl_margins.evaluation.calibration import preference_metrics
+
+    stored = preference_metrics(base[0], torch.zeros(40), target_probs=targets, n_bins=10)
+    for name in ("ece", "accuracy", "brier"):
+        assert preregistered.METRICS[name](base[0], targets) == pytest.approx(stored[name], rel=1e-12)
+
+
+def test_preregistered_yaml_declares_new_seeds_and_every_field():
+    import yaml
+
+    registry = yaml.safe_load((QUALITY / "preregistered.yaml").read_text())
+    stored_seeds = set()
+    for path in (QUALITY / "results").rglob("*.json"):
+        if "prereg" not in path.parts and path.name in ("policy.json", "reward_model.json"):
+            stored_seeds |= {r["seed"] for r in json.loads(path.read_text())["runs"]}
+    assert stored_seeds and not set(registry["seeds"]) & stored_seeds
+    assert len(registry["seeds"]) == 5 and registry["precision"] == "fp32"
+    for h in registry["hypotheses"]:
+        assert {"id", "family", "claim", "benchmark", "results", "method", "baseline", "metric", "predicted",
+                "commands"} <= set(h), h["id"]  # fmt: skip
+        assert h["predicted"] in ("lower", "higher") and h["metric"] in ("ece", "accuracy", "brier")
+        for command in h["commands"]:
+            assert "--resume" in command or "--merge" in command
+            if "--merge" not in command:
+                assert "--seed-list 10 11 12" in command or "--seeds 10 11 12 13 14" in command or "13 14" in command
+
+
+def test_rounds_benchmark_quick_stores_predictions_the_prereg_analysis_reads(tmp_path):
+    import preregistered
+    import yaml
+
+    out = tmp_path / "results"
+    command = [sys.executable, str(QUALITY / "rounds.py"), "--quick", "--seeds", "1", "2", "--out", str(out),
+               "--work_dir", str(tmp_path / "work"), "--threads", "1"]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((out / "rounds.json").read_text())
+    assert {(r["method"], r["seed"]) for r in results["runs"]} == {(m, s) for m in ("mmpo", "dpo") for s in (1, 2)}
+    assert results["heldout"]["pairs"] == 8
+    for run in results["runs"]:
+        (entry,) = run["rounds"]
+        assert set(entry["seconds"]) == {"generate", "annotate", "select", "train", "evaluate"}
+        assert common.unpack_floats(entry["predictions"]).numel() == 8
+    registry = yaml.safe_load((QUALITY / "preregistered.yaml").read_text())
+    (rounds,) = [h for h in registry["hypotheses"] if h["benchmark"] == "rounds"]
+    registry = {**registry, "seeds": [1, 2], "hypotheses": [{**rounds, "round": 0, "results": "results/rounds.json"}]}
+    (row,) = preregistered.analyse(registry, root=tmp_path, replicates=50)  # checks predictions against the metrics
+    assert row["status"] == "complete" and row["outcome"] in ("held", "did not hold")
+    assert row["t_test"] is not None and row["bootstrap"]["replicates"] == 50 and row["holm_p"] == row["t_test"]["p"]
+    assert "`rounds_ece` (rounds)" in preregistered.table([row])
+    (figure,) = preregistered.draw_reliability([row], tmp_path / "figures")
+    assert figure.read_bytes()[:8] == PNG_MAGIC
+    missing = {**registry, "seeds": [1, 2, 3]}
+    assert preregistered.analyse(missing, root=tmp_path)[0]["status"] == "incomplete"
+
+
+def test_a_bf16_benchmark_stops_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"capability": "AVX2", "avx512_bf16": False, "amx": False})
+    with pytest.raises(SystemExit, match="no native bf16.*pass --fp32"):
+        common.require_fast_bf16(True, "pass --fp32")
+    common.require_fast_bf16(False, "pass --fp32")  # fp32 runs anywhere
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"capability": "AVX512", "avx512_bf16": True, "amx": False})
+    common.require_fast_bf16(True, "pass --fp32")

@@ -167,7 +167,10 @@ def benchmark_parser(
     parser.add_argument("--figures", type=Path, default=None, help="folder of the PNGs (default: <out>/../figures)")
     parser.add_argument("--methods", nargs="+", default=list(methods), choices=list(methods))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="run seeds 0 .. N-1")
+    parser.add_argument(
+        "--seed-list", type=int, nargs="+", default=None, help="run exactly these seeds (pre-registered ones)"
+    )
     parser.add_argument("--train-pairs", type=int, default=None)
     parser.add_argument("--eval-pairs", type=int, default=None, help="held-out pairs (at most the split has)")
     parser.add_argument("--steps", type=int, default=None)
@@ -354,6 +357,51 @@ def cpu_flags() -> dict[str, bool]:
         "amx": bool(torch.cpu._is_amx_tile_supported()),
         "avx2": bool(torch.cpu._is_avx2_supported()),
     }
+
+
+def require_fast_bf16(bf16: bool, how_to_fp32: str) -> None:
+    """Stop a bf16 run on a CPU that computes bf16 in software, before it starts: it would not reproduce the time of
+    a run on a host with native bf16, and its numbers belong to another precision than an fp32 run's."""
+    flags = cpu_flags()
+    if bf16 and not (flags["avx512_bf16"] or flags["amx"]):
+        raise SystemExit(
+            f"This CPU has no native bf16 (torch's capability: {flags['capability']}, no AVX512-BF16 or AMX), so bf16 "
+            f"matrix products run in software (55x slower than fp32, measured). Either {how_to_fp32}, a separate "
+            "family of results, or run on a host with native bf16."
+        )
+
+
+def seeds_to_run(args, sizes) -> list[int]:
+    """`--seed-list` as given, else seeds 0 .. sizes.seeds - 1."""
+    return list(args.seed_list) if args.seed_list else list(range(sizes.seeds))
+
+
+def heldout_record(test_rows: Sequence[Row], targets) -> dict[str, Any]:
+    """The held-out pairs every run's `predictions` are in the order of: their fingerprint and target probabilities
+    (what the paired bootstrap resamples)."""
+    return {"pairs": len(test_rows), "data": rows_fingerprint(test_rows), "human_pref_prob": pack_floats(targets)}
+
+
+def pack_floats(values) -> str:
+    """Per-pair values stored in a result file: float64, zlib-compressed, base64 (about 6 bytes a value)."""
+    import base64
+    import zlib
+
+    import torch
+
+    data = torch.as_tensor(values).detach().double().flatten().cpu().numpy().astype("<f8").tobytes()
+    return base64.b64encode(zlib.compress(data, 9)).decode("ascii")
+
+
+def unpack_floats(text: str):
+    """The float64 tensor that `pack_floats` stored."""
+    import base64
+    import zlib
+
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<f8").copy())
 
 
 def machine_info() -> dict[str, Any]:

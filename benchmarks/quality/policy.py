@@ -381,6 +381,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "--rm-annotations", type=Path, default=RM_ANNOTATIONS, help="the training pairs' reward-model scores (mmpo_rm)"
     )
     parser.add_argument("--merge", type=Path, nargs="+", help="merge these policy.json shards into <out>/policy.json")
+    parser.add_argument(
+        "--fp32", action="store_true", help="train and evaluate in float32, not bf16 autocast: a separate family"
+    )
     args, argv, out_path, figures = common.parse_benchmark_args(parser, argv, "policy.json")
     if args.merge:
         return merge(args.merge, out_path, figures, argv)
@@ -388,6 +391,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         return redrawn
 
     sizes = common.resolve_sizes(args, QUICK_SIZES if args.quick else Sizes())
+    if args.fp32:
+        sizes.bf16 = False
+    common.require_fast_bf16(sizes.bf16, "pass --fp32 and write to its own --out")
     if any(METHODS[m].rows == "rm_scores" for m in args.methods):
         load_rm_annotations(args.rm_annotations)  # fail now, with the message, not after hours of other runs
     started = time.time()
@@ -420,7 +426,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     extra = {"reference": [], "dropped_runs": [], "gamma_traces": {}}
     results = common.start_results("policy", argv, args, config, out_path, extra)
     drop_stale_runs(results)
-    seeds = [s for s in range(sizes.seeds) if args.only_seeds is None or s in args.only_seeds]
+    seeds = [s for s in common.seeds_to_run(args, sizes) if args.only_seeds is None or s in args.only_seeds]
+    results["heldout"] = common.heldout_record(test_rows, [r["human_pref_prob"] for r in test_rows])
     save = common.ResultsWriter(results, out_path, summarize)
     save.mark = started
 
@@ -466,6 +473,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "data": common.rows_fingerprint(rows),
             "metrics": {**{k: pref[k] for k in PREFERENCE_KEYS}, **gen},
             "reliability": pref["reliability"],
+            "predictions": common.pack_floats(pref["margins"]),
             "train_loss": info["train_loss"],
             "margin_trace": info.get("margin_trace"),
             "timing_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1)},
@@ -528,7 +536,7 @@ def fill_reused(results: dict[str, Any], train_rows: list[dict]) -> None:
     same data (MMPO in (b) keeps the mean ratings of (a)); what the training loop does, for merged shards."""
     ratings = common.load_ratings()
     for setting in common.SETTINGS:
-        for seed in range(results["config"]["sizes"]["seeds"]):
+        for seed in sorted({r["seed"] for r in results["runs"]}):
             labelled = common.make_label_setting(train_rows, setting, seed, ratings)
             for name, method in METHODS.items():
                 if setting not in method.settings or common.find_run(

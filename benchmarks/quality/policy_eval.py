@@ -123,7 +123,8 @@ def preference_eval(
         chosen = method.beta * (logps["chosen_logps"] - ref_chosen)
         rejected = method.beta * (logps["rejected_logps"] - ref_rejected)
     targets = torch.tensor([r["human_pref_prob"] for r in test_rows])
-    return preference_metrics(chosen, rejected, target_probs=targets, n_bins=10)
+    metrics = preference_metrics(chosen, rejected, target_probs=targets, n_bins=10)
+    return {**metrics, "margins": chosen.double() - rejected.double()}
 
 
 @torch.no_grad()

@@ -172,6 +172,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "text": "prompt + ' ' + sentence",
     }
     results = common.start_results("reward_model", argv, args, config, out_path, extra={})
+    targets = torch.tensor([r["human_pref_prob"] for r in test_rows])
+    results["heldout"] = common.heldout_record(test_rows, targets)
 
     def summarize(results: dict[str, Any]) -> None:
         results["summary"] = common.summarize(results["runs"], METRIC_KEYS, baseline="bt")
@@ -179,7 +181,15 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     save = common.ResultsWriter(results, out_path, summarize)
 
     runs = common.pending_runs(
-        results, args.settings, range(sizes.seeds), args.methods, METHODS, train_rows, ratings, save, "rm"
+        results,
+        args.settings,
+        common.seeds_to_run(args, sizes),
+        args.methods,
+        METHODS,
+        train_rows,
+        ratings,
+        save,
+        "rm",
     )
     for setting, seed, name, method, rows in runs:
         t0 = time.time()
@@ -188,7 +198,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         from trl_margins.evaluation.calibration import preference_metrics
 
         chosen, rejected = rm_scores(model, tokenizer, test_rows, sizes)
-        targets = torch.tensor([r["human_pref_prob"] for r in test_rows])
         metrics = preference_metrics(chosen, rejected, target_probs=targets, n_bins=10)
         t2 = time.time()
         results["runs"].append(
@@ -199,6 +208,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 "data": common.rows_fingerprint(rows),
                 "metrics": {k: metrics[k] for k in METRIC_KEYS},
                 "reliability": metrics["reliability"],
+                "predictions": common.pack_floats(chosen.double() - rejected.double()),
                 "train_loss": train_loss,
                 "timing_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1)},
             }

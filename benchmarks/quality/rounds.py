@@ -6,13 +6,15 @@ same recipe, hard labels), seed by seed.
 Each (method, seed) is one `trl-margins rounds` run in a child process; the seed sets the sampling (`generate.seed`)
 and the training (`train.seed`), so the two methods of one seed start from the same round-0 pairs. The reward model is
 trained once (the first run trains it from the recipe; the others reuse it). Per run and round: the time of every
-stage, the held-out accuracy, ECE and Brier against the raters (VADER test pairs, their preference probabilities),
-and the reward model's agreement on the selected pairs with VADER's sentiment lexicon (built from the same raters'
-word ratings; the completions themselves were never rated): the share of pairs whose lexicon compound score difference
-has the sign of the reward-model margin, among pairs where the lexicon tells them apart.
+stage, the held-out accuracy, ECE and Brier against the raters (VADER test pairs, their preference probabilities; 10
+bins, as the other quality benchmarks, from each pair's stored margin), and the reward model's agreement on the
+selected pairs with VADER's sentiment lexicon (built from the same raters' word ratings; the completions themselves
+were never rated): the share of pairs whose lexicon compound score difference has the sign of the reward-model margin,
+among pairs where the lexicon tells them apart.
 
-    PYTHONPATH=. python benchmarks/quality/rounds.py --seeds 1 2 3 [--resume]
+    PYTHONPATH=. python benchmarks/quality/rounds.py --seeds 10 11 12 13 14 [--resume]
     PYTHONPATH=. python benchmarks/quality/rounds.py --report   # the tables, from the stored JSON
+    PYTHONPATH=. python benchmarks/quality/rounds.py --quick --out /tmp/q --work_dir /tmp/q/work   # tiny models
 
 Writes ``results/rounds/rounds.json`` and, with ``--report``, prints the markdown tables for RESULTS.md.
 """
@@ -32,6 +34,7 @@ from typing import Any
 
 import common
 import significance
+import yaml
 
 RECIPE = common.REPO_ROOT / "recipes" / "smollm2-135m-instruct" / "rounds-mmpo" / "config_vader.yaml"
 METHODS = {"mmpo": ["--train.mmpo_gamma", "1.0"], "dpo": ["--train.mmpo_gamma", "null"]}
@@ -59,11 +62,66 @@ def _lexicon_agreement(pairs_file: Path) -> dict[str, float]:
     return {"pairs": len(pairs), "told_apart": told_apart, "agreement": agree / told_apart if told_apart else None}
 
 
-def _run_once(out: Path, method: str, seed: int, reward_model: str | None, threads: int) -> dict[str, Any]:
+def _heldout_metrics(path: Path, targets) -> dict[str, Any]:
+    """The round's held-out metrics from its per-pair rewards, binned as the other quality benchmarks bin (10 bins;
+    the command reports the package's 15), and the per-pair margins they come from."""
+    import torch
+
+    from trl_margins.evaluation.calibration import preference_metrics
+
+    rewards = json.loads(path.read_text())
+    chosen, rejected = (torch.tensor(rewards[side], dtype=torch.float64) for side in ("chosen", "rejected"))
+    metrics = preference_metrics(chosen, rejected, target_probs=targets, n_bins=10)
+    return {"metrics": {m: metrics[m] for m in METRICS}, "predictions": common.pack_floats(chosen - rejected)}
+
+
+def _heldout(recipe: Path, max_samples: int | None) -> dict[str, Any]:
+    """The held-out pairs of the recipe, as the rounds' evaluate stage reads them: the targets per-pair margins
+    are compared with."""
+    from trl_margins.data.loading import load_preference_dataset
+
+    config = yaml.safe_load(recipe.read_text())
+    pairs = load_preference_dataset(config["heldout"], config["heldout_split"])
+    pairs = pairs.select(range(min(max_samples or config["heldout_max_samples"], len(pairs))))
+    return common.heldout_record(pairs.to_list(), pairs[config["heldout_prob_column"]])
+
+
+QUICK_PAIRS = 8
+QUICK = [
+    "--rounds", "1", "--prompts_per_round", "2", "--heldout_max_samples", str(QUICK_PAIRS),
+    "--generate.num_completions", "2", "--generate.max_new_tokens", "4", "--train.use_peft", "false",
+    "--train.max_steps", "1", "--train.per_device_train_batch_size", "2",
+]  # fmt: skip
+"""`--quick`: one round of tiny random models on 2 prompts (the tests)."""
+
+
+def _quick_models(folder: Path) -> list[str]:
+    """A tiny random policy and a reward model on its tokenizer, as the recipe's overrides."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    sys.path.insert(0, str(common.REPO_ROOT))
+    from tests.helpers import build_tiny_model
+
+    policy = build_tiny_model(str(folder / "tiny-policy"))
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1)
+    rm.config.pad_token_id = rm.config.pad_token_id or 0
+    rm.save_pretrained(folder / "tiny-rm")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(policy).save_pretrained(folder / "tiny-rm")
+    return ["--policy", policy, "--reward_model", str(folder / "tiny-rm"), *QUICK]
+
+
+def _run_once(
+    out: Path, method: str, seed: int, reward_model: str | None, threads: int, extra: list[str], targets
+) -> dict[str, Any]:
     argv = [sys.executable, "-m", "trl_margins.cli", "rounds", str(RECIPE), "--output_dir", str(out),
             "--generate.seed", str(seed), "--train.seed", str(seed), *METHODS[method]]  # fmt: skip
     if reward_model is not None:
         argv += ["--reward_model", reward_model]
+    argv += extra
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(common.REPO_ROOT)}  # fmt: skip
     started = time.monotonic()
@@ -74,14 +132,14 @@ def _run_once(out: Path, method: str, seed: int, reward_model: str | None, threa
     rounds = []
     for entry in summary["rounds"]:
         stages = entry["stages"]
-        metrics = stages["evaluate"]["metrics"][TARGET]
+        folder = out / f"round-{entry['round']}"
         rounds.append({
             "round": entry["round"],
             "seconds": {stage: info["seconds"] for stage, info in stages.items()},
             "pairs": stages["select"]["kept"],
-            "metrics": {m: metrics[m] for m in METRICS},
-            "accuracy_hard": stages["evaluate"]["metrics"]["hard labels"]["accuracy"],
-            "lexicon": _lexicon_agreement(out / f"round-{entry['round']}" / "pairs.jsonl"),
+            **_heldout_metrics(folder / "heldout_rewards.json", targets),
+            "command_metrics": stages["evaluate"]["metrics"][TARGET],
+            "lexicon": _lexicon_agreement(folder / "pairs.jsonl"),
         })  # fmt: skip
     return {"method": method, "seed": seed, "wall_s": round(time.monotonic() - started, 1), "rounds": rounds,
             "reward_model": summary.get("reward_model"), "command": shlex.join(argv[1:])}  # fmt: skip
@@ -94,16 +152,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if results is None:
         results = {"benchmark": "rounds", "command": common.command_line("rounds", argv), "recipe": str(RECIPE),
                    "machine": common.machine_info(), "runs": [], "compute_s": 0.0}  # fmt: skip
+    results["quick"] = args.quick
+    results["heldout"] = _heldout(RECIPE, QUICK_PAIRS if args.quick else None)
     work = Path(args.work_dir)
-    reward_model = args.reward_model
+    reward_model = args.reward_model or results.get("reward_model_path")  # trained by the first run, then reused
+    extra = _quick_models(work) if args.quick else []
+    targets = common.unpack_floats(results["heldout"]["human_pref_prob"])
     for seed in args.seeds:
         for method in METHODS:
             if common.find_run(results["runs"], method=method, seed=seed):
                 continue
             print(f"[rounds] {method}, seed {seed}", flush=True)
-            record = _run_once(work / f"{method}-seed{seed}", method, seed, reward_model, args.threads)
-            if reward_model is None:  # the first run trained it: the others reuse it
-                reward_model = str(work / f"{method}-seed{seed}" / "reward-model" / "model")
+            record = _run_once(work / f"{method}-seed{seed}", method, seed, reward_model, args.threads, extra, targets)
+            if reward_model is None and not args.quick:
+                reward_model = results["reward_model_path"] = record["reward_model"]["reward_model"]
                 results["reward_model"] = record["reward_model"]
             results["runs"].append(record)
             results["compute_s"] = round(results["compute_s"] + record["wall_s"], 1)
@@ -150,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="Keep the finished runs of the result file.")
     parser.add_argument("--report", action="store_true", help="Print the tables of the stored results and stop.")
+    parser.add_argument("--quick", action="store_true", help="One round of tiny random models (the tests).")
     args = parser.parse_args(argv)
     if args.report:
         print(report(common.load_results(Path(args.out) / "rounds.json")))

@@ -108,3 +108,41 @@ def from_summary(stat: dict[str, float]) -> dict[str, float] | None:
     """The paired t-test of a summary's `delta_<metric>` entry: the mean, sample std and n of the per-seed
     differences (`common.summarize`), which is all the test needs."""
     return t_test(stat.get("mean", math.nan), stat.get("std", math.nan), int(stat.get("n", 0)))
+
+
+def paired_bootstrap(
+    method: Sequence, baseline: Sequence, targets, metric, replicates: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """A paired bootstrap over seeds and pairs of ``mean_s metric(method_s) - metric(baseline_s)``.
+
+    `method[s]` and `baseline[s]` are the per-pair predictions (margins, tensors in the order of `targets`) of seed
+    `s`'s run of each; `metric(margins, targets)` is a number (ECE, accuracy, ...). Each replicate draws the seeds with
+    replacement and, independently, the held-out pairs with replacement, the same draw for both methods (paired in
+    both): it answers whether the difference would hold for other seeds AND other held-out pairs, where the t-test
+    over seeds takes the pairs as fixed. Returns the observed difference, the 95% percentile interval and the
+    two-sided bootstrap p (twice the share of replicates on the far side of 0, at least 1 / replicates).
+    """
+    import torch
+
+    k, n = len(method), len(targets)
+    if k != len(baseline) or k < 2:
+        raise ValueError(f"paired_bootstrap needs the same >= 2 seeds for both, got {k} and {len(baseline)}.")
+    observed = math.fsum(metric(a, targets) - metric(b, targets) for a, b in zip(method, baseline)) / k
+    generator = torch.Generator().manual_seed(seed)
+    deltas = []
+    for _ in range(replicates):
+        seeds = torch.randint(k, (k,), generator=generator).tolist()
+        pairs = torch.randint(n, (n,), generator=generator)
+        t = targets[pairs]
+        per_seed = {s: metric(method[s][pairs], t) - metric(baseline[s][pairs], t) for s in set(seeds)}
+        deltas.append(math.fsum(per_seed[s] for s in seeds) / k)
+    deltas.sort()
+    below = sum(d <= 0 for d in deltas) / replicates
+    above = sum(d >= 0 for d in deltas) / replicates
+    return {
+        "delta": observed,
+        "ci_low": deltas[int(0.025 * replicates)],
+        "ci_high": deltas[min(replicates - 1, int(0.975 * replicates))],
+        "p": max(1 / replicates, min(1.0, 2 * min(below, above))),
+        "replicates": replicates,
+    }

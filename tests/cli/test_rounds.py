@@ -60,6 +60,10 @@ def test_the_offline_recipe_runs_two_rounds(tiny_model_dir, tiny_rm_dir, data, t
         assert all(Round(out / f"round-{r['round']}").done(stage).is_file() for stage in STAGES)
         metrics = r["stages"]["evaluate"]["metrics"]
         assert metrics["hard labels"]["num_pairs"] == 8 and 0 <= metrics["p"]["ece"] <= 1
+        rewards = json.loads(Round(out / f"round-{r['round']}").heldout_rewards.read_text())
+        margins = [c - j for c, j in zip(rewards["chosen"], rewards["rejected"], strict=True)]
+        assert len(margins) == 8
+        assert abs(sum(margins) / 8 - metrics["hard labels"]["mean_margin"]) < 1e-6
     first, second = summary["rounds"]
     # round 1 starts from round 0's policy; the reference stays the first policy; new prompts each round
     assert (

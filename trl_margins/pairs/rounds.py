@@ -14,7 +14,8 @@ Round `r` (folder `output_dir/round-r/`):
 3. `select`: best against worst per prompt (the `reward_annotated` adapter), then the `select` rule -> `pairs.jsonl`;
 4. `train`: from the round's policy, the reference the first policy (RLHFlow's practice; `ref: previous` takes the
    last round's) -> `model/`, and the next round's policy in `policy/`;
-5. `evaluate`: the new policy's implicit rewards on a held-out set of pairs -> `heldout.json`.
+5. `evaluate`: the new policy's implicit rewards on a held-out set of pairs -> `heldout.json` (the metrics) and
+   `heldout_rewards.json` (each pair's chosen and rejected reward).
 
 A finished stage is never redone: its output and then a done marker (`<stage>.done`) are written atomically, and an
 interrupted stage restarts from its own checkpoint (the shards of `generate` and `annotate`, the trainer's
@@ -150,6 +151,10 @@ class Round:
     @property
     def heldout(self) -> Path:
         return self.folder / "heldout.json"
+
+    @property
+    def heldout_rewards(self) -> Path:
+        return self.folder / "heldout_rewards.json"
 
 
 TrainStage = Callable[[int, str, str, Path, "Round"], str]
@@ -357,6 +362,8 @@ class Rounds:
 
             probs = torch.tensor([float(p) for p in pairs[config.heldout_prob_column]], dtype=torch.float64)
             metrics[config.heldout_prob_column] = _brief(preference_metrics(chosen, rejected, probs))
+        rewards = {"chosen": chosen.tolist(), "rejected": rejected.tolist()}  # per pair, for tests over pairs
+        write_atomically(paths.heldout_rewards, json.dumps(rewards) + "\n")
         write_atomically(paths.heldout, json.dumps(metrics, indent=2) + "\n")
         return {"pairs": len(pairs), "metrics": metrics}
 
