@@ -490,10 +490,16 @@ def test_preregistered_yaml_declares_new_seeds_and_every_field():
         assert {"id", "family", "claim", "benchmark", "results", "method", "baseline", "metric", "predicted",
                 "commands"} <= set(h), h["id"]  # fmt: skip
         assert h["predicted"] in ("lower", "higher") and h["metric"] in ("ece", "accuracy", "brier")
-        for command in h["commands"]:
-            assert "--resume" in command or "--merge" in command
-            if "--merge" not in command:
-                assert "--seed-list 10 11 12" in command or "--seeds 10 11 12 13 14" in command or "13 14" in command
+        runs = [c.split() for c in h["commands"] if "--merge" not in c]
+        assert runs and all("--resume" in words for words in runs)  # a stopped run continues, never restarts
+        seeds = []
+        for words in runs:  # the seeds a command runs: the integers after --seed-list / --seeds
+            flag = "--seed-list" if "--seed-list" in words else "--seeds"
+            for word in words[words.index(flag) + 1 :]:
+                if not word.isdigit():
+                    break
+                seeds.append(int(word))
+        assert sorted(seeds) == registry["seeds"], h["id"]
 
 
 def test_rounds_benchmark_quick_stores_predictions_the_prereg_analysis_reads(tmp_path):
