@@ -14,9 +14,12 @@
 #      own configs (recipes/accelerate_configs/): DeepSpeed ZeRO-2 and ZeRO-3 (skipped without deepspeed), FSDP2
 #   5. margin_solve.py on CPU and GPU (the gamma-PO margin solve and queue, microseconds per call)
 #   6. overhead.py --device cuda --dtype bfloat16: step-time ratios and peak GPU memory per trainer
-#   7. if time is left: step 6's timing at 4x the batch, to see how the fixed per-step margin cost scales
-#   8. the vLLM backend of `trl-margins generate` (tests/pairs/test_generate.py's GPU test, on step 2's model), where
+#   7. the vLLM backend of `trl-margins generate` (tests/pairs/test_generate.py's GPU test, on step 2's model), where
 #      the image has vLLM (its wheels are far over what a call carries); reported as not run otherwise
+#   8. `trl-margins rounds`, one round of the offline recipe on step 2's model (and a reward model with a random head
+#      on it): bf16 picked for the GPU, generate with vLLM where the image has it, annotate, select, MMPO with LoRA,
+#      the held-out evaluation; rounds.json goes to the log
+#   9. if time is left: step 6's timing at 4x the batch, to see how the fixed per-step margin cost scales
 # Results go to $OUT when set (the device tool brings back at most 8 files: this writes at most 8), else
 # benchmarks/results/.
 #
@@ -139,20 +142,33 @@ EOF
         run overhead 120 "$PY" benchmarks/overhead.py --device cuda --dtype bfloat16 --model "$MODEL_DIR" \
             --batch_size 8 --rounds 16 --warmup 2 --memory_steps 3 \
             --output "$RESULTS/overhead_cuda.json"  # its table goes to the log: 8 files at most come back
-
-        step "7. overhead at 4x the batch (timing only, if time is left)"
-        run overhead_bs32 60 "$PY" benchmarks/overhead.py --device cuda --dtype bfloat16 --model "$MODEL_DIR" \
-            --batch_size 32 --rounds 8 --warmup 1 --memory none --output "$RESULTS/overhead_cuda_bs32.json"
     fi
 
     if ((HAVE_TRL)); then
-        step "8. vLLM backend of generate"
+        step "7. vLLM backend of generate"
+        local backend=transformers
         if "$PY" -c "import vllm" 2>/dev/null; then
+            backend=vllm
             TRL_MARGINS_VLLM_MODEL=$MODEL_DIR run vllm 150 "$PY" -m pytest -q -p no:cacheprovider \
                 tests/pairs/test_generate.py -k vllm_backend
         else
             echo "vllm is not installed on this image: the vLLM backend was not run"; FAILED+=("vllm(not installed)")
         fi
+
+        step "8. trl-margins rounds: one round on the GPU, generate with $backend"
+        local rm_dir=/tmp/rm-random rounds_dir=/tmp/gpu-rounds
+        run build_rm 60 "$PY" -c "import sys, torch; from transformers import AutoModelForSequenceClassification as A, AutoTokenizer as T
+torch.manual_seed(0); m = A.from_pretrained(sys.argv[1], num_labels=1); m.config.pad_token_id = m.config.eos_token_id
+m.save_pretrained(sys.argv[2]); T.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])" "$MODEL_DIR" "$rm_dir" \
+            && run rounds 150 "$PY" -m trl_margins.cli rounds recipes/smollm2-135m-instruct/rounds-mmpo/config_vader.yaml \
+                --output_dir "$rounds_dir" --policy "$MODEL_DIR" --reward_model "$rm_dir" --rounds 1 \
+                --prompts_per_round 16 --heldout_max_samples 64 --generate.backend "$backend" \
+                --generate.max_new_tokens 24 --train.max_steps 4 \
+            && cat "$rounds_dir/rounds.json"
+
+        step "9. overhead at 4x the batch (timing only, if time is left)"
+        run overhead_bs32 60 "$PY" benchmarks/overhead.py --device cuda --dtype bfloat16 --model "$MODEL_DIR" \
+            --batch_size 32 --rounds 8 --warmup 1 --memory none --output "$RESULTS/overhead_cuda_bs32.json"
     fi
 
     step "done in ${SECONDS}s"
