@@ -15,7 +15,8 @@ is said so.
     PYTHONPATH=. python benchmarks/quality/report.py --check benchmarks/RESULTS.md            # exit 1 if stale
 
 `--update` and `--check` act on the blocks between `<!-- report.py KIND PATH -->` and `<!-- end report.py -->` in
-the file (KIND: `policy`, `reward_model` or `rm_agreement`; PATH: the result file, from the repository root).
+the file (KIND `policy`, `reward_model`, `rm_agreement` or `rounds`, with PATH the result file from the repository
+root; or KIND `preregistered`, with PATH the declarations, `benchmarks/quality/preregistered.yaml`).
 """
 
 from __future__ import annotations
@@ -182,8 +183,9 @@ def _repo_path(path: Path) -> str:
         return path.as_posix()
 
 
-def git_last_change(path: Path) -> tuple[str, str] | None:
-    """`(short hash, date)` of the commit that last changed `path`, or None without the repository's history."""
+def git_last_change(path: Path, first: bool = False) -> tuple[str, str] | None:
+    """`(short hash, date)` of the commit that last changed `path` (with `first`, that added it), or None without the
+    repository's history."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=common.REPO_ROOT, capture_output=True, text=True, check=False)
@@ -192,7 +194,9 @@ def git_last_change(path: Path) -> tuple[str, str] | None:
     try:
         if git("rev-parse", "--is-shallow-repository") != "false":
             return None
-        out = git("log", "-1", "--format=%h %cs", "--", _repo_path(path))
+        which = ["--diff-filter=A", "--follow"] if first else ["-1"]
+        out = git("log", *which, "--format=%h %cs", "--", _repo_path(path)).splitlines()[-1:]
+        out = out[0] if out else ""
     except OSError:
         return None
     return tuple(out.split(" ", 1)) if out else None
@@ -208,8 +212,15 @@ def _machine(machine: dict[str, Any]) -> str:
     cpu = f"{machine.get('cpu', 'CPU not recorded')}, {machine.get('cpu_count', '?')} CPUs"
     threads = machine.get("torch_threads")
     cpu += f", {threads} torch thread{'s' if threads != 1 else ''} per process" if threads else ""
-    names = (("Python", "python"), ("torch", "torch"), ("transformers", "transformers"), ("TRL", "trl"))
-    software = ", ".join(f"{name} {machine[key]}" for name, key in names if key in machine)
+    flags = machine.get("cpu_flags")
+    if flags:
+        native = [name for name, key in (("AVX512-BF16", "avx512_bf16"), ("AMX", "amx")) if flags.get(key)]
+        cpu += f", torch's CPU capability {flags['capability']}, " + (
+            f"native bf16 ({' and '.join(native)})" if native else "no native bf16"
+        )
+    names = (("Python", "python"), ("torch", "torch"), ("transformers", "transformers"), ("TRL", "trl"),
+             ("accelerate", "accelerate"), ("PEFT", "peft"))  # fmt: skip
+    software = ", ".join(f"{name} {machine[key]}" for name, key in names if machine.get(key))
     return f"{cpu}; {software}"
 
 
@@ -291,14 +302,48 @@ def agreement_table(results: dict[str, Any]) -> str:
 
 
 BLOCK = re.compile(
-    r"(<!-- report\.py (?P<kind>policy|reward_model|rm_agreement) (?P<path>\S+) -->\n)(?P<body>.*?)"
+    r"(<!-- report\.py (?P<kind>policy|reward_model|rm_agreement|rounds|preregistered) (?P<path>\S+) -->\n)"
+    r"(?P<body>.*?)"
     r"(<!-- end report\.py -->)",
     flags=re.S,
 )
 
 
+DECLARED = "- **Declared**"
+"""The pre-registration's line read from git (as `COMMITTED`)."""
+
+
+def preregistered_block(path: Path, git: bool = True) -> str:
+    """The pre-registered hypotheses as declared in `path`: when they were declared, each result file's start, and
+    the outcomes (`preregistered.py`)."""
+    import preregistered
+    import yaml
+
+    registry = yaml.safe_load(path.read_text())
+    lines = [f"Source: `{_repo_path(path)}` and the result files it names.", ""]
+    if git:
+        added = git_last_change(path, first=True)
+        lines.append(f"{DECLARED}: commit {added[0]} on {added[1]} (the commit that added the file, `git log`)"
+                     if added else f"{DECLARED}: no git history in this checkout")  # fmt: skip
+    for result_path in dict.fromkeys(h["results"] for h in registry["hypotheses"]):
+        results = common.load_results(common.REPO_ROOT / result_path)
+        if results is None:
+            lines.append(f"- `{result_path}`: not run yet")
+            continue
+        machine = results.get("machine", {})
+        lines.append(
+            f"- `{result_path}`: started {machine.get('date', '(not recorded)')} at commit "
+            f"{machine.get('git_commit') or '(not recorded)'}, compute {_hours(results.get('compute_s', 0))}; "
+            f"{_machine(machine)}"
+        )
+    rows = preregistered.analyse(registry)
+    return "\n".join(lines) + "\n\n" + preregistered.table(rows)
+
+
 def block(kind: str, path: Path, git: bool = True) -> str:
     """The text of one generated block of RESULTS.md: provenance, then the tables."""
+    if kind == "preregistered":
+        return preregistered_block(path, git) + "\n"
     results = common.load_results(path)
     if results is None:
         raise FileNotFoundError(f"{path}: no such result file")
@@ -307,6 +352,10 @@ def block(kind: str, path: Path, git: bool = True) -> str:
         parts += [policy_tables(results), label_stats(results)]
     elif kind == "reward_model":
         parts += [rm_tables(results), label_stats(results)]
+    elif kind == "rounds":
+        import rounds
+
+        parts.append(rounds.report(results))
     else:
         parts.append(agreement_table(results))
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -328,7 +377,8 @@ def stale_blocks(markdown: str) -> list[str]:
     has_history = git_last_change(common.HERE / "report.py") is not None
 
     def keep(text: str) -> str:
-        return "\n".join(line for line in text.splitlines() if has_history or not line.startswith(COMMITTED))
+        git_lines = (COMMITTED, DECLARED)
+        return "\n".join(line for line in text.splitlines() if has_history or not line.startswith(git_lines))
 
     fresh = {m["path"]: m["body"] for m in BLOCK.finditer(update(markdown, git=has_history))}
     return [m["path"] for m in BLOCK.finditer(markdown) if keep(m["body"]) != keep(fresh[m["path"]])]
