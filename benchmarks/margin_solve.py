@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            # what trl_margins._compat.cpu_flags records; this script runs without the package's TRL imports
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+            "amx": bool(torch.cpu._is_amx_tile_supported()),
             "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
         },
         "load": {"loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())},

@@ -7,6 +7,7 @@ Pure functions of what `overhead.py` measured: nothing here builds a model or a 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import platform
 import sys
@@ -55,6 +56,8 @@ def machine_info(device: str) -> dict[str, Any]:
     import transformers
     import trl
 
+    from trl_margins._compat import cpu_flags
+
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
@@ -66,6 +69,9 @@ def machine_info(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "trl": trl.__version__,
         "transformers": transformers.__version__,
+        "accelerate": importlib.metadata.version("accelerate"),
+        "peft": importlib.metadata.version("peft"),
+        "cpu_flags": cpu_flags(),
         "platform": platform.platform(),
     }
     if device == "cuda":

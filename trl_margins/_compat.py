@@ -417,11 +417,23 @@ def has_accelerator() -> bool:
     )
 
 
+def cpu_flags() -> dict[str, str | bool]:
+    """torch's reading of the CPU features that decide whether bf16 is fast: its capability (`AVX2`, `AVX512`, ...),
+    AVX512-BF16, AMX and AVX2 (what benchmarks record beside their numbers)."""
+    return {
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+        "amx": bool(torch.cpu._is_amx_tile_supported()),
+        "avx2": bool(torch.cpu._is_avx2_supported()),
+    }
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX), as torch detects it. Without
     either, torch runs bf16 matmuls in software: measured 55x slower than fp32 on an AVX2-only AMD EPYC
     (benchmarks/RESULTS.md)."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    flags = cpu_flags()
+    return bool(flags["avx512_bf16"] or flags["amx"])
 
 
 @functools.cache

@@ -346,17 +346,11 @@ def configure_torch(threads: int | None) -> None:
     datasets.disable_progress_bars()
 
 
-def cpu_flags() -> dict[str, bool]:
-    """The CPU features that decide whether bf16 is fast here: torch's own reading (AVX512-BF16, AMX) and AVX2.
-    Without native bf16, a bf16 matmul runs in software (55x slower than fp32 on an AVX2-only EPYC)."""
-    import torch
+def cpu_flags() -> dict[str, Any]:
+    """The CPU features that decide whether bf16 is fast here (`trl_margins._compat.cpu_flags`)."""
+    from trl_margins._compat import cpu_flags as flags
 
-    return {
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
-        "amx": bool(torch.cpu._is_amx_tile_supported()),
-        "avx2": bool(torch.cpu._is_avx2_supported()),
-    }
+    return flags()
 
 
 def require_fast_bf16(bf16: bool, how_to_fp32: str) -> None:
