@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "quality"))
+import common  # noqa: E402  (the quality benchmarks' machine facts: CPU flags, commit, date)
+
 TIME_GOAL = 1.01  # the issue's goal: at most 1% slower per step than the stock trainer
 
 
@@ -68,6 +71,8 @@ def machine_info(device: str) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "platform": platform.platform(),
     }
+    facts = common.machine_info()
+    info.update({key: facts[key] for key in ("accelerate", "peft", "cpu_flags", "git_commit", "date")})
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
