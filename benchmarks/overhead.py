@@ -22,11 +22,16 @@ whole-step ratios are not.
 
 Peak memory comes from each variant alone, with its own model, reference model and optimizer: in a fresh process on
 the CPU (sampled RSS; the allocator keeps freed memory resident, so only a fresh process is clean) and in this process
-on CUDA (`torch.cuda.max_memory_allocated`, counted above what was alive before; exact and quicker).
+on CUDA (`torch.cuda.max_memory_allocated`, counted above what was alive before; exact and quicker). RSS cannot tell
+apart variants whose peaks differ by less than tens of MiB; `--memory allocator` adds, on the CPU, torch's allocator
+peak of every step to the byte (`AllocatorPeak`: the profiler's memory events), the first step (AdamW allocates its
+state) apart from the steady ones, with the sites that hold each peak, and measures the stock A/A repeat too.
 
     PYTHONPATH=. python benchmarks/overhead.py --threads 1 --output benchmarks/results/overhead_cpu.json
     PYTHONPATH=. python benchmarks/overhead.py --device cuda --dtype bfloat16 --model random:qwen2-0.5b
     PYTHONPATH=. python benchmarks/overhead.py --quick     # tiny random model, 2 rounds: checks the script only
+    PYTHONPATH=. python benchmarks/overhead.py --threads 1 --rounds 0 --memory allocator --memory_steps 3 \
+        --variants dpo,dpo_again,mmpo,gamma_dpo,beta_dpo --output benchmarks/results/step_memory_cpu.json
 """
 
 from __future__ import annotations
@@ -410,10 +415,125 @@ class PeakRSS:
         self.peak = max(self.peak, self.current())
 
 
+class AllocatorPeak:
+    """torch's own allocator, exactly: inside the block, the peak of the bytes allocated there and still alive, counted
+    above what was alive at its start (`peak_bytes`), the part of a training step it falls in (`peak_phase`: forward
+    (with the loss), backward or optimizer), what is still alive at the end (`net_bytes`), and the sites that held the
+    peak (`sites_at_peak`: bytes by the op and the nearest caller outside torch that allocated them). The same before
+    the first backward op (`forward_peak_bytes`, `forward_sites_at_peak`): the activations and the loss's temporaries,
+    the margins' work among them, peak there, below the gradients' peak later in the step.
+
+    It reads the memory events of `torch.profiler` (`profile_memory=True`), which torch's allocator reports for every
+    tensor it allocates or frees while a profiler runs; memory taken outside it (oneDNN's scratch buffers, Python
+    objects) is not seen. Frees are reported only of blocks allocated while a profiler ran, so a block allocated
+    before and freed inside still counts as held: run such blocks back to back, as `measure_memory` profiles every
+    step, and keep tensors from being freed between them (a free no profiler sees leaves a stale size behind)."""
+
+    def __init__(self, device: str = "cpu", stacks: bool = False):
+        from torch.profiler import ProfilerActivity, profile
+
+        self.device = device
+        self._profile = profile(activities=[ProfilerActivity.CPU], profile_memory=True, with_stack=stacks)
+        self.summary: dict[str, Any] = {}
+
+    def __enter__(self) -> AllocatorPeak:
+        self._profile.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._profile.__exit__(*exc)
+        from torch._C._profiler import _EventType
+
+        nodes, starts, stack = [], {}, list(self._profile.profiler.kineto_results.experimental_event_tree())
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children)
+            if node.tag == _EventType.Allocation:
+                if node.extra_fields.device.type == self.device:
+                    nodes.append(node)
+                continue
+            phase = next((phase for phase, prefix in _PHASES if _name(node).startswith(prefix)), None)
+            if phase is not None:  # where each part of the step begins: its first op
+                starts[phase] = min(node.start_time_ns, starts.get(phase, node.start_time_ns))
+        del self._profile  # its event records are megabytes
+        nodes.sort(key=lambda n: n.start_time_ns)
+        sizes = [n.extra_fields.alloc_size for n in nodes]
+        peak, peak_ns, sites = _peak(nodes)
+        forward = [n for n in nodes if n.start_time_ns < starts.get("backward", starts.get("optimizer", 2**63))]
+        forward_peak, _, forward_sites = _peak(forward)
+        phase = "forward"
+        for name, start in sorted(starts.items(), key=lambda kv: kv[1]):
+            phase = name if start <= peak_ns else phase
+        self.summary = {
+            "peak_bytes": peak,
+            "peak_phase": phase,
+            "net_bytes": sum(sizes),
+            "allocated_bytes": sum(b for b in sizes if b > 0),
+            "allocations": sum(b > 0 for b in sizes),
+            "forward_peak_bytes": forward_peak,
+            "sites_at_peak": sites,
+            "forward_sites_at_peak": forward_sites,
+        }
+
+
+_BACKWARD_OP = "autograd::engine::evaluate_function: "
+FREED_EARLIER = "(freed: allocated before)"
+_PHASES = (("backward", _BACKWARD_OP), ("optimizer", "Optimizer.step#"))  # the name prefixes of their first ops
+
+
+def _name(node) -> str:
+    """An event's name; "?" where it is not UTF-8: the profiler's Python tracer sometimes hands out a garbled frame
+    name with `with_stack=True` (pytorch/pytorch#136040), which would otherwise abort the measurement."""
+    try:
+        return node.name
+    except UnicodeDecodeError:
+        return "?"
+
+
+def _peak(nodes: list) -> tuple[int, int, dict[str, int]]:
+    """The peak of the running sum of allocation events (frees are negative), when it was reached, and the bytes
+    alive then by site, largest first; the frees by then of blocks allocated before the block (an earlier step's)
+    count as one negative site, so that the sites add up to the peak."""
+    live, peak, peak_ns, alive, at_peak, freed, freed_at_peak = 0, 0, 0, {}, {}, 0, 0
+    for node in nodes:
+        size, ptr = node.extra_fields.alloc_size, node.extra_fields.ptr
+        live += size
+        if size > 0:
+            alive[ptr] = node
+        elif alive.pop(ptr, None) is None:
+            freed += size
+        if live > peak:
+            peak, peak_ns, at_peak, freed_at_peak = live, node.start_time_ns, dict(alive), freed
+    sites: dict[str, int] = {FREED_EARLIER: freed_at_peak} if freed_at_peak else {}
+    for node in at_peak.values():
+        site = _allocation_site(node)
+        sites[site] = sites.get(site, 0) + node.extra_fields.alloc_size
+    return peak, peak_ns, dict(sorted(sites.items(), key=lambda kv: -kv[1]))
+
+
+def _allocation_site(node) -> str:
+    """The op that allocated, its autograd node in backward, and the nearest Python caller outside torch (with
+    `stacks`): `aten::mm < MmBackward0 < transformers/.../modeling_llama.py(88): forward`."""
+    op = autograd = caller = None
+    parent = node.parent
+    while parent is not None and caller is None:
+        name = _name(parent)
+        if name.startswith("aten::") and op is None:
+            op = name
+        elif name.startswith(_BACKWARD_OP) and autograd is None:
+            autograd = name.removeprefix(_BACKWARD_OP)
+        elif "): " in name and not name.startswith(("torch/", "<built-in")):
+            caller = name.split("site-packages/")[-1]
+        parent = parent.parent
+    return " < ".join(part for part in (op, autograd, caller) if part) or "?"
+
+
 def measure_memory(name: str, opts: Options, model_path: str, work_dir: str) -> dict[str, Any]:
     """One variant alone, with its own model, reference model and optimizer: the memory held before the measured steps
     (after two warm-up steps, so AdamW's state exists) and the peak during them. On CUDA both count only what was
-    allocated after this function started (`baseline_mib`: what was alive then)."""
+    allocated after this function started (`baseline_mib`: what was alive then). With `--memory allocator`, also
+    torch's allocator peak of each step (`allocator_step`) and what the trainer keeps from its construction on (the
+    gamma-PO queue, beta-DPO's statistics)."""
     gc.collect()
     baseline = 0
     if opts.device == "cuda":
@@ -425,10 +545,13 @@ def measure_memory(name: str, opts: Options, model_path: str, work_dir: str) -> 
     if not VARIANTS_BY_NAME[name].simpo:
         ref_model = load_model(model_path, opts).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
-    trainer = build_trainer(name, model, ref_model, tokenizer, dataset, opts, f"{work_dir}/{name}")
+    allocator = opts.memory == "allocator"
+    with AllocatorPeak(opts.device) if allocator else contextlib.nullcontext() as built:  # what the trainer keeps
+        trainer = build_trainer(name, model, ref_model, tokenizer, dataset, opts, f"{work_dir}/{name}")
     batches, _ = collate_batches(trainer, opts)
-    for i in range(2):
-        timed_step(trainer, optimizer, batches[i % len(batches)], opts.device)
+    # Every step profiled: the allocator's frees are seen only for blocks allocated while a profiler ran
+    step = allocator_step if allocator else timed_step
+    warmup = [step(trainer, optimizer, batches[i % len(batches)], opts.device) for i in range(2)]
     gc.collect()
     result: dict[str, Any] = {"variant": name}
     steps = [batches[i % len(batches)] for i in range(opts.memory_steps)]
@@ -444,9 +567,12 @@ def measure_memory(name: str, opts: Options, model_path: str, work_dir: str) -> 
     else:
         before = PeakRSS.current()
         with PeakRSS() as sampler:
-            for batch in steps:
-                timed_step(trainer, optimizer, batch, opts.device)
+            measured = [step(trainer, optimizer, batch, opts.device) for batch in steps]
         result.update(kind="cpu_rss", held_mib=before / MIB, step_peak_mib=sampler.peak / MIB)
+        if allocator:  # the first step apart: AdamW allocates its state in it
+            peak = max(s["peak_bytes"] for s in measured)
+            result["allocator"] = {"trainer_bytes": built.summary["net_bytes"], "first_step": warmup[0],
+                                   "steps": measured, "step_peak_bytes": peak}  # fmt: skip
     result["step_extra_mib"] = result["step_peak_mib"] - result["held_mib"]
     result["process_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB  # KiB on Linux
     if name in GAMMA_VARIANTS:
@@ -456,14 +582,28 @@ def measure_memory(name: str, opts: Options, model_path: str, work_dir: str) -> 
     return result
 
 
+def allocator_step(trainer, optimizer: torch.optim.Optimizer, batch: dict[str, Any], device: str) -> dict[str, Any]:
+    """One step under `AllocatorPeak`, without garbage collection: a collection would free an earlier step's cycles
+    inside this one."""
+    gc.collect()
+    gc.disable()
+    try:
+        with AllocatorPeak(device, stacks=True) as peak:
+            timed_step(trainer, optimizer, batch, device)
+    finally:
+        gc.enable()
+    return peak.summary
+
+
 def run_memory(opts: Options, model_path: str, work_dir: str) -> dict[str, Any]:
-    """Each variant's memory, in a fresh process (`subprocess`) or in this one (`inprocess`). On CUDA in-process is
-    exact (allocations above those alive at its start) and saves a GPU lease minutes; on the CPU the allocator keeps
-    freed memory resident, so only a fresh process gives a clean RSS."""
+    """Each variant's memory, in a fresh process (`subprocess`, and `allocator`, which adds torch's allocator peak of
+    every step to the RSS) or in this one (`inprocess`). On CUDA in-process is exact (allocations above those alive at
+    its start) and saves a GPU lease minutes; on the CPU the allocator keeps freed memory resident, so only a fresh
+    process gives a clean RSS. `allocator` measures the A/A repeat too: its difference is the noise floor."""
     mode = opts.memory or ("inprocess" if opts.device == "cuda" else "subprocess")
     results: dict[str, Any] = {}
     for name in opts.variants:
-        if name in NO_MEMORY:
+        if name in NO_MEMORY and mode != "allocator":
             continue
         try:
             if mode == "inprocess":
@@ -492,14 +632,18 @@ def _forwarded_flags(opts: Options) -> list[str]:
             "--num_batches", str(opts.num_batches), "--max_length", str(opts.max_length),
             "--queue_size", str(opts.queue_size), "--sample_size", str(opts.sample_size),
             "--memory_steps", str(opts.memory_steps), "--seed", str(opts.seed),
+            *(["--memory", opts.memory] if opts.memory else []),
             *(["--threads", str(opts.threads)] if opts.threads else [])]  # fmt: skip
 
 
-def build_report(opts: Options, model_path: str, timing: dict[str, Any], memory: dict[str, Any] | None,
+def build_report(opts: Options, model_path: str, timing: dict[str, Any] | None, memory: dict[str, Any] | None,
                  load_before: tuple[float, ...], started: float) -> dict[str, Any]:  # fmt: skip
-    config = {**asdict(opts), "model_path": model_path, "num_parameters": timing["num_parameters"]}
+    config = {**asdict(opts), "model_path": model_path}
+    if timing:
+        config["num_parameters"] = timing["num_parameters"]
     compared = [VARIANTS_BY_NAME[name] for name in opts.variants]
-    return overhead_report.build_report(config, compared, NO_MEMORY, timing, memory, load_before, started)
+    no_memory = () if opts.memory == "allocator" else NO_MEMORY
+    return overhead_report.build_report(config, compared, no_memory, timing, memory, load_before, started)
 
 
 # ---- entry points --------------------------------------------------------------------------------------------------
@@ -510,14 +654,15 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     p.add_argument("--model", default=None, help="smollm2 (default), tiny, random:<preset>, or a checkpoint folder")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=d.dtype)
     p.add_argument("--batch_size", "--batch-size", type=int, default=None, help=f"pairs per step ({d.batch_size})")
-    p.add_argument("--rounds", type=int, default=None, help=f"timed rounds ({d.rounds})")
+    p.add_argument("--rounds", type=int, default=None, help=f"timed rounds ({d.rounds}; 0: memory only)")
     p.add_argument("--warmup", type=int, default=None, help=f"untimed rounds first ({d.warmup})")
     p.add_argument("--num_batches", "--num-batches", type=int, default=None, help="distinct batches, cycled")
     p.add_argument("--max_length", "--max-length", type=int, default=d.max_length)
     p.add_argument("--queue_size", "--queue-size", type=int, default=d.queue_size)
     p.add_argument("--sample_size", "--sample-size", type=int, default=d.sample_size)
-    p.add_argument("--memory", choices=["subprocess", "inprocess", "none"], default=None,
-                   help="subprocess: a fresh process per variant; inprocess (quick): cheap, unclean")  # fmt: skip
+    p.add_argument("--memory", choices=["subprocess", "allocator", "inprocess", "none"], default=None,
+                   help="subprocess: a fresh process per variant; allocator: that plus torch's allocator peak per "
+                        "step (CPU, exact); inprocess (quick): cheap, unclean")  # fmt: skip
     p.add_argument("--memory_steps", "--memory-steps", type=int, default=d.memory_steps)
     p.add_argument("--variants", default=",".join(d.variants), help="comma-separated subset")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -540,6 +685,8 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS_BY_NAME)}")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda, but torch sees no GPU")
+    if a.memory == "allocator" and a.device == "cuda":
+        p.error("--memory allocator reads the CPU allocator; on CUDA, inprocess is exact")
     opts = Options(device=a.device, dtype=a.dtype, max_length=a.max_length, queue_size=a.queue_size,
                    sample_size=a.sample_size, memory_steps=a.memory_steps, variants=variants, seed=a.seed,
                    work_dir=a.work_dir, **pick)  # fmt: skip
@@ -573,17 +720,22 @@ def _run(opts: Options, a: argparse.Namespace) -> dict[str, Any]:
             result = measure_memory(a.memory_worker, opts, model_path, work_dir)
             print(RESULT_MARKER + json.dumps(result), flush=True)
             return result
-        timing = run_timing(opts, model_path, work_dir)
+        timing = run_timing(opts, model_path, work_dir) if opts.rounds > 0 else None
         # Written now too, so that a run stopped during the memory part (a GPU lease ending) keeps its timings
-        _write(a, build_report(opts, model_path, timing, None, load_before, started))
+        if timing:
+            _write(a, build_report(opts, model_path, timing, None, load_before, started))
         gc.collect()
         memory = None if opts.memory == "none" else run_memory(opts, model_path, work_dir)
         report = build_report(opts, model_path, timing, memory, load_before, started)
     load = report["load"]
     print(report["table"])
-    print(f"\nload avg before {load['loadavg_before']}, during (1 min) {load['load_1min_during_timing']}; "
-          f"CPUs busy with this process {load['process_cpu_utilisation_during_timing']:.2f}, with others "
-          f"{load['other_cpu_utilisation_during_timing']:.2f}; {report['wall_seconds']:.0f} s")  # fmt: skip
+    if timing:
+        print(f"\nload avg before {load['loadavg_before']}, during (1 min) {load['load_1min_during_timing']}; "
+              f"CPUs busy with this process {load['process_cpu_utilisation_during_timing']:.2f}, with others "
+              f"{load['other_cpu_utilisation_during_timing']:.2f}; {report['wall_seconds']:.0f} s")  # fmt: skip
+    else:
+        print(f"\nload avg before {load['loadavg_before']}, after {load['loadavg_after']}; "
+              f"{report['wall_seconds']:.0f} s")  # fmt: skip
     _write(a, report)
     return report
 

@@ -79,6 +79,79 @@ def test_overhead_quick_reports_memory_machine_and_load(quick_report):
     assert all(f"| {name} |" in table for name in report["variants"])
 
 
+def test_allocator_peak_counts_known_allocations_exactly():
+    import torch
+
+    mib = 2**20
+    alive_before = torch.empty(mib, dtype=torch.uint8)  # allocated before: not counted, its free not seen
+    with overhead.AllocatorPeak(stacks=True) as first:
+        big = torch.empty(100 * mib, dtype=torch.uint8)
+        small = torch.empty(10 * mib, dtype=torch.uint8)
+        del big, alive_before
+    s = first.summary
+    assert s["peak_bytes"] == 110 * mib and s["net_bytes"] == 10 * mib and s["peak_phase"] == "forward"
+    assert s["allocated_bytes"] == 110 * mib and s["allocations"] == 2
+    assert s["forward_peak_bytes"] == s["peak_bytes"] and sum(s["sites_at_peak"].values()) == s["peak_bytes"]
+    assert all(site.startswith("aten::empty < ") for site in s["sites_at_peak"])
+    # A block allocated under an earlier profiler is seen when freed: the peak is counted above the start
+    with overhead.AllocatorPeak() as second:
+        del small
+        larger = torch.empty(30 * mib, dtype=torch.uint8)
+    s = second.summary
+    assert s["peak_bytes"] == 20 * mib and s["net_bytes"] == 20 * mib
+    assert s["sites_at_peak"][overhead.FREED_EARLIER] == -10 * mib and sum(s["sites_at_peak"].values()) == 20 * mib
+    del larger
+
+
+def test_allocator_peak_splits_a_training_step():
+    import torch
+
+    model = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.AdamW(model.parameters())
+    with overhead.AllocatorPeak() as peak:
+        model(torch.randn(8, 64)).square().sum().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    s = peak.summary
+    state = 2 * sum(p.numel() * p.element_size() for p in model.parameters())  # AdamW's two moments
+    assert s["net_bytes"] >= state and s["peak_phase"] == "optimizer"
+    assert 0 < s["forward_peak_bytes"] < s["peak_bytes"] and sum(s["sites_at_peak"].values()) == s["peak_bytes"]
+
+
+def test_overhead_allocator_mode_measures_each_step(tmp_path):
+    variants = ("dpo", "dpo_again", "beta_dpo")
+    argv = ["--quick", "--memory", "allocator", "--rounds", "0", "--variants", ",".join(variants),
+            "--output", str(tmp_path / "m.json"), "--markdown", str(tmp_path / "m.md")]  # fmt: skip
+    report = overhead.main(argv)
+    assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(report))
+    assert set(report["variants"]) == set(variants)
+    for name, v in report["variants"].items():
+        assert "step_time" not in v  # no timed rounds
+        mem = v["memory"]
+        assert "error" not in mem, (name, mem.get("error"))
+        assert mem["kind"] == "cpu_rss" and mem["step_peak_mib"] > 0  # the RSS beside the allocator's peak
+        alloc = mem["allocator"]
+        assert len(alloc["steps"]) == report["config"]["memory_steps"]
+        assert alloc["step_peak_bytes"] == max(s["peak_bytes"] for s in alloc["steps"])
+        assert alloc["first_step"]["net_bytes"] > 0  # AdamW's state, kept
+        for step in [alloc["first_step"], *alloc["steps"]]:
+            assert step["peak_phase"] in {"forward", "backward", "optimizer"}
+            assert 0 < step["forward_peak_bytes"] <= step["peak_bytes"] <= step["allocated_bytes"]
+            assert sum(step["sites_at_peak"].values()) == step["peak_bytes"]
+        if name == "dpo":
+            assert "vs_stock" not in alloc
+            continue
+        cmp = alloc["vs_stock"]
+        assert cmp["against"] == "dpo" and cmp["step_peak_ratio"] > 0 and cmp["noise_bytes"] >= 0
+        assert cmp["goal_1.00x"] in {"met", "not met"}
+        assert sum(cmp["step_peak_sites_delta"].values()) == cmp["step_peak_delta_bytes"]
+    machine = report["machine"]
+    assert set(machine["cpu_flags"]) >= {"capability", "avx512_bf16", "amx"} and "git_commit" in machine
+    table = (tmp_path / "m.md").read_text()
+    assert "peak allocated" in table and "median step" not in table
+    assert all(f"| {name} |" in table for name in variants)
+
+
 def test_quick_mode_leaves_the_thread_count_alone():
     import torch
 
