@@ -246,18 +246,24 @@ def train_and_resume(make_trainer, root, state_file: str, step: int = 3):
     return full, resumed
 
 
-def run_on_two_processes(script: str, *args: str) -> None:
-    """`torchrun --nproc_per_node 2 script *args` on CPU (gloo), on a free port; fails with the end of its stderr."""
+def free_port() -> str:
+    """A free local port: a fixed one fails while another run of the same test (or its TIME_WAIT) holds it."""
     import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def run_on_two_processes(*args: str, timeout: float | None = 600):
+    """`torchrun --nproc_per_node 2 *args` on CPU (gloo), on a free port: `args` is a script and its arguments, or
+    `-m module ...`. Fails with the end of its stderr; returns the finished process."""
     import subprocess
     import sys
 
     env = subprocess_env(OMP_NUM_THREADS="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    # A free port, not a fixed one: a fixed port fails while another run of this test (or its TIME_WAIT) holds it
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, script]
-    result = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
+    result = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result

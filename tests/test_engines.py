@@ -10,7 +10,6 @@ DeepSpeed's set-up dominate the time); one plain process computes the 1-process 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import build_tiny_model, make_preference_dataset, subprocess_env
+from tests.helpers import build_tiny_model, free_port, make_preference_dataset, subprocess_env
 
 from .engine_run import GLOBAL_BATCH, MAX_STEPS, POLICY_DIR, REF_DIR, REWARD_DIR, SAVE_STEP, SCENARIOS
 
@@ -82,12 +81,6 @@ def _env(models: Path) -> dict[str, str]:
     return env
 
 
-def _free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
-
 def _load(out_dir: Path, scenarios: list[str], ranks: int) -> dict[str, list[dict]]:
     def read(name: str, rank: int) -> dict:
         return json.loads((out_dir / f"{name}.rank{rank}.json").read_text())
@@ -128,7 +121,7 @@ def engine(request, engine_models, tmp_path_factory) -> tuple[str, Path, dict[st
     out_dir = tmp_path_factory.mktemp(f"engine-{name}")
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cpu_config(recipe_config, out_dir)),
-        "--main_process_port", _free_port(), str(RUNNER), str(engine_models), str(out_dir), "--resume", *scenarios,
+        "--main_process_port", free_port(), str(RUNNER), str(engine_models), str(out_dir), "--resume", *scenarios,
     ]  # fmt: skip
     if name == "fsdp2":
         cmd.append("--fsdp-on-cpu")  # tests/fsdp_on_cpu.py: accelerate never selects FSDP on CPU by itself

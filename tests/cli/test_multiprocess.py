@@ -4,23 +4,16 @@ GPU trains data-parallel in one gloo group, exactly as one process with the doub
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import make_preference_dataset, subprocess_env
+from tests.helpers import free_port, make_preference_dataset, subprocess_env
 from trl_margins._compat import has_accelerator
 
 pytestmark = pytest.mark.skipif(has_accelerator(), reason="CPU processes: the rule for machines without a GPU")
-
-
-def _free_port() -> str:
-    with socket.socket() as probe:  # a fixed port fails while another run (or its TIME_WAIT) holds it
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
 
 
 def _train(model_dir, data, out, batch_size: int, processes: int) -> subprocess.CompletedProcess:
@@ -32,7 +25,7 @@ def _train(model_dir, data, out, batch_size: int, processes: int) -> subprocess.
     env.pop("CUDA_VISIBLE_DEVICES", None)
     launcher = [sys.executable, "-m", "trl_margins.cli"]
     if processes > 1:
-        torchrun = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", _free_port()]
+        torchrun = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", free_port()]
         launcher = [sys.executable, *torchrun, "-m", "trl_margins.cli"]
     result = subprocess.run([*launcher, *argv], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset, load_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tests.helpers import WORDS, make_preference_dataset, subprocess_env
+from tests.helpers import WORDS, make_preference_dataset, run_on_two_processes
 from trl_margins.cli import main
 from trl_margins.data.adapters import apply_dataset_adapter
 from trl_margins.errors import DataError, UsageError
@@ -161,15 +161,7 @@ def test_torchrun_with_two_processes_writes_the_one_process_output(tiny_rm_dir, 
     _completions(7, seed=5).to_json(data, lines=True)
     argv = ["annotate", "--reward_model", tiny_rm_dir, "--dataset", str(data), "--shard_size", "2"]
     assert main([*argv, "--output_dir", str(tmp_path / "one")]) == 0
-    env = subprocess_env(OMP_NUM_THREADS="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    with socket.socket() as probe:  # a free port: a fixed one fails while another run (or its TIME_WAIT) holds it
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
-    cmd = [*torchrun, "-m", "trl_margins.cli", *argv, "--output_dir", str(tmp_path / "two")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_on_two_processes("-m", "trl_margins.cli", *argv, "--output_dir", str(tmp_path / "two"), timeout=300)
     # rank 0 scored shards 0 and 2 of 4 and merged; rank 1 scored 1 and 3
     assert "7 rows (completions)" in result.stdout and "2 shards scored here" in result.stdout
     read = lambda d: [json.loads(x) for x in (tmp_path / d / "annotated.jsonl").read_text().splitlines()]  # noqa: E731

@@ -5,15 +5,12 @@ GPU (never faked: it needs one)."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.helpers import make_preference_dataset, subprocess_env
+from tests.helpers import make_preference_dataset, run_on_two_processes
 from trl_margins.cli import main
 from trl_margins.errors import UsageError
 from trl_margins.pairs.generate import (
@@ -113,15 +110,7 @@ def test_two_processes_write_the_rows_of_one(tiny_model_dir, tmp_path):
     argv = ["generate", "--policy", tiny_model_dir, "--dataset", str(data), "--shard_size", "2",
             "--num_completions", "2", "--max_new_tokens", "4"]  # fmt: skip
     assert main([*argv, "--output", str(tmp_path / "one.jsonl")]) == 0
-    env = subprocess_env(OMP_NUM_THREADS="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    with socket.socket() as probe:  # a free port: a fixed one fails while another run (or its TIME_WAIT) holds it
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
-    cmd = [*torchrun, "-m", "trl_margins.cli", *argv, "--output", str(tmp_path / "two.jsonl")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_on_two_processes("-m", "trl_margins.cli", *argv, "--output", str(tmp_path / "two.jsonl"), timeout=300)
     assert result.stdout.count("generate: 7 prompts") == 1  # rank 0 merges and reports
     assert _rows(tmp_path / "two.jsonl") == _rows(tmp_path / "one.jsonl")
 
