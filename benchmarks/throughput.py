@@ -451,11 +451,20 @@ class Worker:
         same_tokens = all(torch.equal(a, b) for a, b in zip(*tokens))
         # A sum in float64 of each completion's own tokens does not depend on how far the batch was padded
         exact = [torch.tensor([t.double().sum() for t in ts]) for ts in tokens]
+        # The float32 sum over the padded row (prompt positions and padding are zeros), as the package and TRL take
+        # it, of the same values padded to 64 other lengths
+        prompts = [len(prompt) for prompt, _ in policy_sequences(rows, tokenizer)]
+        varying = sum(
+            len({float(torch.cat([torch.zeros(max(p - 1, 0)), t, torch.zeros(extra)]).sum()) for extra in range(64)})
+            > 1
+            for p, t in zip(prompts, tokens[1])
+        )
         return {
             "input_order": identity(package, plain_policy_logps(model, tokenizer, rows, bs)),
             "package_order": identity(package, plain_policy_logps(model, tokenizer, rows, bs, batches)),
             "per_token_log_probs_bit_identical": same_tokens,
             "float64_sums_of_real_tokens": identity(exact[1], exact[0]),
+            "float32_sum_depends_on_padding": {"completions": len(prompts), "varying": varying},
         }
 
 
@@ -516,6 +525,42 @@ def worker_main(job_path: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def padding_by_scope(opts: Options) -> dict[str, Any]:
+    """Tokens each path sends through the model on every pair of the split, from the tokenizers alone: the plain
+    loop's against the package's at several sorting scopes (annotate sorts within a shard of `--shard_size` rows, 512
+    by default; this run's shards are smaller), and for a policy, pairs kept whole (each padded to its longer
+    completion, as the package batched them before) against completions placed one by one (as it does now)."""
+    from transformers import AutoTokenizer
+
+    rows, bs = load_rows(opts, 10**9), opts.batch_size
+    n = len(rows)
+
+    def tokens(batches: list[list[int]], lengths: list[int]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    out: dict[str, Any] = {"rows": n, "batch_size": bs, "paths": []}
+    for key, rows_here in (("minilm_rm", opts.minilm_rows), ("smollm2_rm", opts.smollm2_rows)):
+        lengths = [len(ids) for ids in rm_sequences(rows, AutoTokenizer.from_pretrained(opts.models[key]))]
+        plain = tokens(chunks(list(range(2 * n)), bs), lengths)
+        scopes = [(f"annotate, shards of {k} rows", k) for k in (shard_rows(rows_here), 64, 512)]
+        for path, shard in [*scopes, (f"evaluate, all {n} pairs", None)]:
+            package = tokens(package_rm_batches(lengths, bs, shard), lengths)
+            out["paths"].append({"model": key, "path": path, "real": sum(lengths), "plain": plain, "package": package})
+    tokenizer = AutoTokenizer.from_pretrained(opts.models["smollm2_lm"])
+    lengths = [len(prompt) + len(completion) for prompt, completion in policy_sequences(rows, tokenizer)]
+    plain = tokens(chunks(pairs_in_input_order(n, bs // 2), bs), lengths)
+    by_pair = sorted(range(n), key=lambda i: -max(lengths[i], lengths[n + i]))
+    whole = [[*c, *(n + i for i in c)] for c in chunks(by_pair, bs // 2)]
+    one_by_one = chunks(package_policy_order(rows, tokenizer), bs)
+    for path, batches in (("evaluate, pairs kept whole", whole), ("evaluate, completions one by one", one_by_one)):
+        package = tokens(batches, lengths)
+        out["paths"].append({"model": "smollm2_lm", "path": f"{path}, all {n}", "real": sum(lengths), "plain": plain,
+                             "package": package})  # fmt: skip
+    for entry in out["paths"]:
+        entry["plain_over_package"] = entry["plain"] / entry["package"]
+    return out
 
 
 # ---- entry points --------------------------------------------------------------------------------------------------
@@ -605,6 +650,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         opts.work_dir = str(work_dir)
         opts.models = build_models(opts, work_dir)
         raw = launch_workers(opts, work_dir)
+        raw["padding_by_scope"] = padding_by_scope(opts)
     cases = [CASES_BY_NAME[n] for n in opts.cases]
     report = throughput_report.build_report(asdict(opts), cases, raw, load_before, started, NOT_MULTI_PROCESS)
     print(report["markdown"])

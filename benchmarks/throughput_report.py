@@ -148,6 +148,7 @@ def build_report(
         },
         "wall_seconds": time.perf_counter() - started,
         "cases": out,
+        "padding_by_scope": raw["padding_by_scope"],
     }
     report["markdown"] = markdown(report)
     return report
@@ -189,7 +190,8 @@ def markdown(report: dict[str, Any]) -> str:
             )
         for layout, why in case.get("not_measured", {}).items():
             lines.append(f"| {name} | {layout} | - | - | - | not measured: {why} | | | |")
-    lines += ["", *profile_table(report), "", *probe_table(report), "", *top_ops_tables(report)]
+    lines += ["", *profile_table(report), "", *scope_table(report), "", *probe_table(report), "",
+              *top_ops_tables(report)]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -211,21 +213,47 @@ def profile_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def scope_table(report: dict[str, Any]) -> list[str]:
+    scope = report["padding_by_scope"]
+    lines = _head(
+        f"Tokens through the model on all {scope['rows']} pairs, from the tokenizers alone ({scope['batch_size']} "
+        "sequences per forward): the package's batches by sorting scope, against the plain loop's.",
+        ["model", "package path", "padding: package", "padding: plain", "plain / package tokens"],
+        "llrrr",
+    )
+    for p in scope["paths"]:
+        lines.append(
+            f"| {p['model']} | {p['path']} | {1 - p['real'] / p['package']:.1%} | {1 - p['real'] / p['plain']:.1%} | "
+            f"{p['plain_over_package']:.2f} |"
+        )
+    return lines
+
+
 def probe_table(report: dict[str, Any]) -> list[str]:
     lines = _head(
         "Bit-identity probe (a few rows): the package against the plain loop in input order and in the package's own "
         "batch order, with the model's default attention (SDPA) and with eager attention.",
-        ["case", "attention", "vs input order", "vs package order", "per-token log-probs identical", "float64 sums"],
-        "llllll",
+        [
+            "case",
+            "attention",
+            "vs input order",
+            "vs package order",
+            "per-token log-probs identical",
+            "float64 sums",
+            "fp32 sum changes with padding",
+        ],
+        "lllllll",
     )
     for name, case in report["cases"].items():
         for attn, p in case["probe"].items():
             tokens = p.get("per_token_log_probs_bit_identical")
             sums = p.get("float64_sums_of_real_tokens")
             tokens_cell = "-" if tokens is None else "yes" if tokens else "no"
+            varying = p.get("float32_sum_depends_on_padding")
+            varying_cell = "-" if varying is None else f"{varying['varying']}/{varying['completions']} completions"
             lines.append(
                 f"| {name} | {attn} | {_identity_cell(p['input_order'])} | {_identity_cell(p['package_order'])} | "
-                f"{tokens_cell} | {'-' if sums is None else _identity_cell(sums)} |"
+                f"{tokens_cell} | {'-' if sums is None else _identity_cell(sums)} | {varying_cell} |"
             )
     return lines
 

@@ -48,6 +48,9 @@ def test_every_case_and_layout_is_timed_and_profiled(quick):
     assert {"capability", "avx512_bf16", "amx"} <= set(machine["cpu_flags"])
     assert machine["torch"] and machine["transformers"] and machine["trl"] and machine["accelerate"]
     assert "git_commit" in machine and len(report["load"]["loadavg_after"]) == 3
+    scope = report["padding_by_scope"]
+    assert scope["rows"] == 500 and len(scope["paths"]) == 2 * 4 + 2
+    assert all(p["plain"] >= p["real"] and p["package"] >= p["real"] for p in scope["paths"])
     table = (out / "t.md").read_text()
     assert all(f"| {name} | 1p1t |" in table for name in report["cases"])
 
@@ -65,6 +68,8 @@ def test_scores_are_the_same_bits_where_the_kernels_allow(quick):
         else:
             assert probe["eager"]["per_token_log_probs_bit_identical"], name
             assert probe["eager"]["float64_sums_of_real_tokens"]["bit_identical"], name
+            varying = probe["eager"]["float32_sum_depends_on_padding"]
+            assert varying["completions"] == 2 * min(case["rows"], 4) and 0 <= varying["varying"] <= 8
 
 
 def test_the_plain_loop_collates_pairs_as_trl_does(tiny_model_dir):
