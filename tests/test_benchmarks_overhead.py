@@ -3,7 +3,6 @@ report what they promise. Timings are the benchmarks' business: nothing here ass
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,22 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import subprocess_env
+from tests.helpers import load_benchmark, subprocess_env
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_benchmark_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-overhead = _load("overhead")
-margin_solve = _load("margin_solve")
-overhead_report = _load("overhead_report")
+overhead = load_benchmark("overhead")
+margin_solve = load_benchmark("margin_solve")
+overhead_report = load_benchmark("overhead_report")
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +172,7 @@ def test_margin_solve_quick(tmp_path):
 
 def test_gpu_check_script_parses_and_its_python_half_runs_on_cpu(tmp_path):
     assert subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_check.sh")]).returncode == 0
-    gpu_check = _load("gpu_check")
+    gpu_check = load_benchmark("gpu_check")
     model = str(tmp_path / "model")
     assert gpu_check.main(["build-model", model, "--preset", "qwen2-tiny"]) == 0
     out = tmp_path / "train.json"

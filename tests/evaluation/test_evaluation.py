@@ -28,6 +28,7 @@ from trl_margins.evaluation.rewardbench import (
     ties_score,
 )
 from trl_margins.evaluation.rewards import (
+    completion_log_probs,
     dpo_implicit_rewards,
     policy_rewards,
     reward_model_scores,
@@ -253,6 +254,30 @@ def test_reward_model_tokenization_is_the_reward_trainers(tiny_rm_dir, tmp_path)
         for row, prepared in zip(dataset, trainer.train_dataset, strict=True):
             ours = tokenize_for_reward_model(row, tokenizer)
             assert ours == {k: prepared[k] for k in ("chosen_ids", "rejected_ids")}
+
+
+def test_a_policy_batches_each_completion_by_its_own_length(tiny_model_dir):
+    # Pairs of one long and one short completion: batched as pairs, every forward would pad the short one
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    long, short = "the good movie was very fun and the plot was great", "bad"
+    rows = [
+        {"prompt": "a day ", "chosen": long, "rejected": short},
+        {"prompt": "a day ", "chosen": short, "rejected": long},
+    ]
+    padding = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _args, kwargs: padding.append(int((kwargs["attention_mask"] == 0).sum())), with_kwargs=True
+    )
+    logps = completion_log_probs(model, tokenizer, rows * 2, batch_size=1)
+    hook.remove()
+    assert padding == [0, 0, 0, 0]
+    # The same values as each completion scored beside itself only
+    for i, row in enumerate(rows * 2):
+        for side in ("chosen", "rejected"):
+            alone = completion_log_probs(model, tokenizer, [{**row, "rejected": row[side], "chosen": row[side]}])
+            torch.testing.assert_close(logps[f"{side}_logps"][i], alone["chosen_logps"][0], rtol=1e-6, atol=1e-6)
+            assert logps[f"{side}_lengths"][i] == alone["chosen_lengths"][0]
 
 
 def test_batching_does_not_change_rewards(tiny_model_dir, policy_dir, tiny_rm_dir):

@@ -10,6 +10,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -147,6 +148,21 @@ def test_one_run_per_output_folder(rm, tmp_path, caplog):
         report = annotate(model, tokenizer, _completions(3), AnnotateConfig(str(out)))
     assert report.output is not None and "which is gone" in caplog.text
     assert not (out / shards.LOCK_FILE).exists()
+
+
+def test_a_lock_being_written_is_not_taken_for_a_dead_runs(tmp_path, caplog):
+    # Another process of the same run has created the lock and not yet written its holder into it
+    from trl_margins.pairs import shards
+
+    path = tmp_path / shards.LOCK_FILE
+    path.write_text("")
+    holder = {"run": shards._run_token(), "pid": os.getpid(), "host": socket.gethostname(), "since": "now"}
+    writer = threading.Timer(0.2, lambda: path.write_text(json.dumps(holder)))
+    writer.start()
+    with caplog.at_level("WARNING", logger="trl_margins.pairs.shards"):
+        assert shards.acquire_lock(tmp_path) == path
+    writer.join()
+    assert "which is gone" not in caplog.text and json.loads(path.read_text()) == holder
 
 
 def test_temporary_files_are_unique_per_process(tmp_path):

@@ -121,6 +121,17 @@ def _holder(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _written_holder(path: Path, wait_s: float = 2.0) -> dict[str, Any]:
+    """The lock's holder, read again while the file is empty or half written: `acquire_lock` creates it and writes it
+    in two steps, and a process of the same run reading in between would take it for a dead run's lock."""
+    deadline = time.monotonic() + wait_s
+    holder = _holder(path)
+    while not holder and path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+        holder = _holder(path)
+    return holder
+
+
 def _refuse(output_dir: Path, path: Path, holder: dict[str, Any]) -> UsageError:
     return UsageError(
         f"{output_dir} is being written by process {holder.get('pid')} on {holder.get('host')} (since "
@@ -149,7 +160,7 @@ def acquire_lock(output_dir: Path) -> Path:
                 json.dump(mine, f)
             return path
         except FileExistsError:
-            holder = _holder(path)
+            holder = _written_holder(path)
             if holder.get("run") == mine["run"]:
                 return path  # another process of this run took it
             if holder and _alive(holder):
