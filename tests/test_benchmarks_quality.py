@@ -536,5 +536,19 @@ def test_a_bf16_benchmark_stops_on_a_cpu_without_native_bf16(monkeypatch):
     with pytest.raises(SystemExit, match="no native bf16.*pass --fp32"):
         common.require_fast_bf16(True, "pass --fp32")
     common.require_fast_bf16(False, "pass --fp32")  # fp32 runs anywhere
+    common.require_fast_bf16(True, "pass --fp32", allow=True)  # --allow-software-bf16
     monkeypatch.setattr(common, "cpu_flags", lambda: {"capability": "AVX512", "avx512_bf16": True, "amx": False})
     common.require_fast_bf16(True, "pass --fp32")
+
+
+def test_the_reward_model_benchmark_is_bf16_unless_fp32_and_stops_before_loading(monkeypatch, tmp_path):
+    # TRL's RewardConfig turns an unset bf16 on: the stored runs trained in bf16 autocast on the CPU
+    import reward_model
+
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"capability": "AVX2", "avx512_bf16": False, "amx": False})
+    argv = ["--out", str(tmp_path), "--settings", "clean", "--methods", "bt", "--seed-list", "10"]
+    with pytest.raises(SystemExit, match="no native bf16.*--fp32"):
+        reward_model.run(argv)
+    assert not any(tmp_path.iterdir())  # stopped before any model, data or result file
+    args = common.benchmark_parser("", "reward_model.json", reward_model.METHODS, "BERT").parse_args([*argv, "--fp32"])
+    assert reward_model.Sizes().bf16 and not common.resolve_sizes(args, reward_model.Sizes()).bf16

@@ -175,6 +175,14 @@ def benchmark_parser(
     parser.add_argument("--eval-pairs", type=int, default=None, help="held-out pairs (at most the split has)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a CPU shared with other jobs")
+    parser.add_argument(
+        "--fp32", action="store_true", help="train and evaluate in float32, not bf16 autocast: a separate family"
+    )
+    parser.add_argument(
+        "--allow-software-bf16",
+        action="store_true",
+        help="run bf16 on a CPU without native bf16 anyway: reproduces a stored bf16 run's metrics, not its time",
+    )
     parser.add_argument("--resume", action="store_true", help=f"keep the finished runs of an existing {result_file}")
     parser.add_argument("--figures-only", action="store_true", help=f"redraw the figures from {result_file}")
     return parser
@@ -353,15 +361,17 @@ def cpu_flags() -> dict[str, Any]:
     return flags()
 
 
-def require_fast_bf16(bf16: bool, how_to_fp32: str) -> None:
+def require_fast_bf16(bf16: bool, how_to_fp32: str, allow: bool = False) -> None:
     """Stop a bf16 run on a CPU that computes bf16 in software, before it starts: it would not reproduce the time of
-    a run on a host with native bf16, and its numbers belong to another precision than an fp32 run's."""
+    a run on a host with native bf16, and its numbers belong to another precision than an fp32 run's. `allow`
+    (`--allow-software-bf16`) runs it anyway, to check a stored bf16 run's metrics."""
     flags = cpu_flags()
-    if bf16 and not (flags["avx512_bf16"] or flags["amx"]):
+    if bf16 and not allow and not (flags["avx512_bf16"] or flags["amx"]):
         raise SystemExit(
             f"This CPU has no native bf16 (torch's capability: {flags['capability']}, no AVX512-BF16 or AMX), so bf16 "
             f"matrix products run in software (55x slower than fp32, measured). Either {how_to_fp32}, a separate "
-            "family of results, or run on a host with native bf16."
+            "family of results, or run on a host with native bf16 (--allow-software-bf16 runs it here anyway, for a "
+            "stored run's metrics, not its time)."
         )
 
 
@@ -480,10 +490,12 @@ def pending_runs(
 
 
 def resolve_sizes(args, sizes):
-    """A copy of a benchmark's run sizes with the command line's `--seeds`, `--train-pairs`, `--eval-pairs` and
-    `--steps` applied."""
+    """A copy of a benchmark's run sizes with the command line's `--seeds`, `--train-pairs`, `--eval-pairs`,
+    `--steps` and `--fp32` applied."""
     sizes = copy.copy(sizes)
     for name in ("seeds", "train_pairs", "eval_pairs", "steps"):
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
+    if args.fp32:
+        sizes.bf16 = False
     return sizes

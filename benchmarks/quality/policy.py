@@ -381,9 +381,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "--rm-annotations", type=Path, default=RM_ANNOTATIONS, help="the training pairs' reward-model scores (mmpo_rm)"
     )
     parser.add_argument("--merge", type=Path, nargs="+", help="merge these policy.json shards into <out>/policy.json")
-    parser.add_argument(
-        "--fp32", action="store_true", help="train and evaluate in float32, not bf16 autocast: a separate family"
-    )
     args, argv, out_path, figures = common.parse_benchmark_args(parser, argv, "policy.json")
     if args.merge:
         return merge(args.merge, out_path, figures, argv)
@@ -391,9 +388,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         return redrawn
 
     sizes = common.resolve_sizes(args, QUICK_SIZES if args.quick else Sizes())
-    if args.fp32:
-        sizes.bf16 = False
-    common.require_fast_bf16(sizes.bf16, "pass --fp32 and write to its own --out")
+    common.require_fast_bf16(sizes.bf16, "pass --fp32 and write to its own --out", args.allow_software_bf16)
     if any(METHODS[m].rows == "rm_scores" for m in args.methods):
         load_rm_annotations(args.rm_annotations)  # fail now, with the message, not after hours of other runs
     started = time.time()

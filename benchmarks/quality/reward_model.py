@@ -54,9 +54,10 @@ class Sizes:
     max_length: int = 64
     eval_pairs: int = 500
     seeds: int = 3
+    bf16: bool = True  # what TRL's RewardConfig turns on when unset (autocast on the CPU, with use_cpu)
 
 
-QUICK_SIZES = Sizes(train_pairs=32, steps=4, batch_size=8, learning_rate=1e-3, eval_pairs=24, seeds=2)
+QUICK_SIZES = Sizes(train_pairs=32, steps=4, batch_size=8, learning_rate=1e-3, eval_pairs=24, seeds=2, bf16=False)
 
 
 def resolve_model(quick: bool) -> str:
@@ -107,6 +108,7 @@ def train_rm(method: RMMethod, model_path: str, tokenizer, rows: list[dict], see
         save_strategy="no",
         report_to=[],
         use_cpu=True,
+        bf16=sizes.bf16,
         seed=seed,
         max_length=sizes.max_length,
         gradient_checkpointing=False,
@@ -157,6 +159,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         return redrawn
 
     sizes = common.resolve_sizes(args, QUICK_SIZES if args.quick else Sizes())
+    common.require_fast_bf16(sizes.bf16, "pass --fp32 and write to its own --out", args.allow_software_bf16)
     started = time.time()
     from transformers import AutoTokenizer
 
