@@ -10,6 +10,7 @@ evaluations the recipe asks for, `preference_eval` included (`trl_margins.evalua
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from datasets import Dataset, DatasetDict, IterableDataset
 from transformers import AutoTokenizer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DatasetMixtureConfig, ModelConfig, get_peft_config, get_quantization_config
 
 from .._compat import process_state, settle_attention
@@ -100,6 +101,26 @@ def _head(dataset, n: int | None):
 
 
 # ---- the run --------------------------------------------------------------------------------------------------------
+def last_complete_checkpoint(folder: str) -> str | None:
+    """The newest `checkpoint-N` in `folder` that its run finished writing, or None.
+
+    The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one was cut short (the run was
+    killed while saving it). transformers' `get_last_checkpoint` would pick it, and resuming would fail on the missing
+    state; it is passed over, with a warning, and training later writes that step's checkpoint again."""
+    pattern = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
+    found = [(int(m[1]), name) for name in os.listdir(folder) if (m := pattern.fullmatch(name))]
+    for _, name in sorted(found, reverse=True):
+        path = os.path.join(folder, name)
+        try:
+            with open(os.path.join(path, "trainer_state.json")) as f:
+                json.load(f)
+        except (OSError, ValueError):
+            logger.warning("%s is incomplete (a run stopped while saving it): not resuming from it.", path)
+            continue
+        return path
+    return None
+
+
 def _setup_logging(training_args: TrainingArguments) -> None:
     import datasets
     import transformers
@@ -135,7 +156,7 @@ def run(mode: str, script_args, training_args, model_args, dataset_args, end: bo
     set_seed(training_args.seed)
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and not script_args.overwrite_output_dir and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
         if checkpoint is not None:
             logger.warning("Resuming from the last checkpoint in the output folder, %s.", checkpoint)
 
