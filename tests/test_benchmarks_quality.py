@@ -546,6 +546,7 @@ def test_the_reward_model_benchmark_is_bf16_unless_fp32_and_stops_before_loading
     import reward_model
 
     monkeypatch.setattr(common, "cpu_flags", lambda: {"capability": "AVX2", "avx512_bf16": False, "amx": False})
+    monkeypatch.setattr(common, "configure_torch", lambda threads: None)  # torch's threads and logs stay the suite's
     argv = ["--out", str(tmp_path), "--settings", "clean", "--methods", "bt", "--seed-list", "10"]
     with pytest.raises(SystemExit, match="no native bf16.*--fp32"):
         reward_model.run(argv)
