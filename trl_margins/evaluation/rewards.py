@@ -100,10 +100,6 @@ def _in_dataset_order(values: list[torch.Tensor], positions: list[int]) -> torch
     return out
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     # As TRL's trainers: the pad token, or EOS when the tokenizer has none
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -137,7 +133,7 @@ def _is_peft(model: torch.nn.Module) -> bool:
 
 def _completion_log_probs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each sequence's completion tokens, and the number of those tokens."""
-    device = _device(model)
+    device = next(model.parameters()).device
     input_ids, completion_mask = batch["input_ids"].to(device), batch["completion_mask"].to(device)
     model_kwargs = {"input_ids": input_ids, "attention_mask": batch["attention_mask"].to(device), "use_cache": False}
     outputs = token_outputs(model, model_kwargs, input_ids, completion_mask, metrics=False)
@@ -241,7 +237,7 @@ def score_token_sequences(
         sequences = [ids[:max_length] for ids in sequences]
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     scores = []
-    device = _device(model)
+    device = next(model.parameters()).device
     with _eval_mode(model), tqdm(total=len(order), desc=desc, unit="sequence") as progress:
         for start in range(0, len(order), batch_size):
             batch = [torch.tensor(sequences[i]) for i in order[start : start + batch_size]]
