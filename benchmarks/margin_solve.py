@@ -33,16 +33,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_math_modules() -> tuple[Any, Any]:
-    """`trl_margins.losses` and `trl_margins.margin_queue`. Both are pure torch, but importing them through the package
-    runs `trl_margins/__init__`, which needs TRL: on a machine with torch alone (a bare GPU image) load the two files
-    directly, so that this benchmark still runs there."""
+    """`trl_margins.losses` and `trl_margins.state` (the margin queue). Both are pure torch, but importing them through
+    the package runs `trl_margins/__init__`, which needs TRL: on a machine with torch alone (a bare GPU image) load the
+    two files directly, so that this benchmark still runs there."""
     try:
-        from trl_margins import losses, margin_queue
+        from trl_margins import losses, state
 
-        return losses, margin_queue
+        return losses, state
     except ImportError:
         modules = []
-        for name in ("losses", "margin_queue"):
+        for name in ("losses", "state"):
             spec = importlib.util.spec_from_file_location(f"_bench_{name}", REPO_ROOT / "trl_margins" / f"{name}.py")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
@@ -50,7 +50,7 @@ def _load_math_modules() -> tuple[Any, Any]:
         return modules[0], modules[1]
 
 
-losses, margin_queue = _load_math_modules()
+losses, state = _load_math_modules()
 
 GAMMA0, TAU, ITERS = 1.25, 10.0, 20  # gamma-SimPO scale (beta 2.5, ratio 0.5), the paper's tau and iterations
 
@@ -74,7 +74,7 @@ def time_per_call(fn: Callable[[], Any], device: str, calls: int, repeats: int, 
 
 def bench_device(device: str, sizes: tuple[int, ...], batch: int, capacity: int, calls: int, repeats: int):
     gen = torch.Generator(device="cpu").manual_seed(0)
-    queue = margin_queue.MarginQueue(capacity, seed=0, device=device)
+    queue = state.MarginQueue(capacity, seed=0, device=device)
     queue.push(torch.randn(capacity, generator=gen).to(device))  # full, as in steady-state training
     batch_gaps = torch.randn(batch, generator=gen).to(device)
     rows = []
